@@ -1,0 +1,1 @@
+//! Events out to a Redis list.
