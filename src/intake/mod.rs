@@ -1,1 +1,4 @@
-//! Sockets in, frames out.
+//! Sockets in, frames out: framing is pure ([`framing`]); the engines in
+//! [`runtime`](crate::runtime) own the sockets. [`Decoder`] turns one frame into one event.
+
+pub mod framing;
