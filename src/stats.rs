@@ -15,8 +15,6 @@ pub enum Reject {
     BadLength,
     /// The pickle could not be decoded (malformed, too deep, too large).
     BadPickle,
-    /// The JSON could not be parsed although it began like JSON.
-    BadJson,
     /// A text line was not valid UTF-8.
     BadUtf8,
     /// A pickle or JSON value was not a record or an event object.
@@ -27,11 +25,10 @@ pub enum Reject {
 
 impl Reject {
     /// All reasons, in reporting order.
-    pub const ALL: [Reject; 7] = [
+    pub const ALL: [Reject; 6] = [
         Reject::Oversized,
         Reject::BadLength,
         Reject::BadPickle,
-        Reject::BadJson,
         Reject::BadUtf8,
         Reject::NotARecord,
         Reject::Truncated,
@@ -43,7 +40,6 @@ impl Reject {
             Reject::Oversized => "oversized",
             Reject::BadLength => "bad_length",
             Reject::BadPickle => "bad_pickle",
-            Reject::BadJson => "bad_json",
             Reject::BadUtf8 => "bad_utf8",
             Reject::NotARecord => "not_a_record",
             Reject::Truncated => "truncated",

@@ -126,6 +126,12 @@ impl Pipeline {
         self.queue.len() >= self.config.capacity
     }
 
+    /// Changes how many records may be held (raised at shutdown to take in what the sockets
+    /// still hold).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.config.capacity = capacity;
+    }
+
     /// Takes a copy of one event. Returns `false`, taking nothing, when full.
     pub fn push(&mut self, event: &[u8]) -> bool {
         if self.is_full() {
