@@ -3,7 +3,8 @@
 //! wakeup, so under load each wakeup turns many records into one push.
 
 use std::collections::VecDeque;
-use std::io::{self, Read};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -61,13 +62,24 @@ impl Stream {
     }
 }
 
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+impl Stream {
+    fn fd(&self) -> RawFd {
         match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
         }
     }
+}
+
+/// Reads from `fd` into the spare capacity of `buf`, without zeroing it first.
+fn read_into(fd: RawFd, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // Safety: read(2) writes at most `spare.len()` bytes into memory we own and never reads it.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // Safety: the first `n` spare bytes were initialised by read(2) just above.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 struct Conn {
@@ -410,23 +422,18 @@ impl Worker {
                 return ConnState::More;
             }
             buf.reserve(READ_CHUNK);
-            let conn = &mut self.conns[key];
-            let spare = buf.capacity() - buf.len();
             let start = buf.len();
-            buf.resize(start + spare, 0);
-            let result = conn.stream.read(&mut buf[start..]);
+            let result = read_into(self.conns[key].stream.fd(), buf);
             match result {
                 Ok(0) => {
-                    buf.truncate(start);
                     self.finish_conn(key, buf, peer, now);
                     return ConnState::Closed;
                 }
                 Ok(n) => {
-                    buf.truncate(start + n);
+                    debug_assert_eq!(buf.len(), start + n);
                     read += n;
                 }
                 Err(e) => {
-                    buf.truncate(start);
                     match e.kind() {
                         io::ErrorKind::WouldBlock => return ConnState::Drained,
                         io::ErrorKind::Interrupted => {}
