@@ -1,5 +1,6 @@
 //! The `pystash` binary: flags -> [`Config`] -> [`runtime::run`]; errors -> exit code.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let args = Args::parse();
     let config = match Config::from_args(args, host::hostname) {

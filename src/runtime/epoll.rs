@@ -202,6 +202,7 @@ impl Worker {
 
     /// Runs the loop until shutdown, then flushes.
     pub fn run(mut self) {
+        let _span = tracing::info_span!("worker", id = self.id).entered();
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
@@ -531,7 +532,7 @@ impl Worker {
             }
         }
         self.update_gauge();
-        info!(worker = self.id, "worker stopped");
+        info!("worker stopped");
     }
 }
 
