@@ -8,8 +8,8 @@
 //! is escaped straight into the output.
 //!
 //! Python semantics kept on purpose: an extra whose key equals a fixed key replaces that field's
-//! value in place (`dict.update`), and a key that occurs twice is written once, at its first
-//! position, with its last value (`dict` assignment).
+//! value in place (`dict.update`), and a top-level key that occurs twice is written once, at its
+//! first position, with its last value (`dict` assignment). Nested dicts are written as they are.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
