@@ -468,9 +468,10 @@ impl<'a> Decoder<'a, '_> {
                     let class = self.pop()?;
                     let weight = class.weight + args.weight;
                     let depth = args.depth.saturating_sub(1);
+                    let mut args = sequence(args.value)?;
                     let object = Object {
-                        class: class_of(class.value)?,
-                        args: sequence(args.value)?,
+                        class: callee(class.value, &mut args, "NEWOBJ"),
+                        args,
                         kwargs: Vec::new(),
                         state: None,
                         items: Vec::new(),
@@ -483,9 +484,10 @@ impl<'a> Decoder<'a, '_> {
                     let class = self.pop()?;
                     let weight = class.weight + args.weight + kwargs.weight;
                     let depth = args.depth.max(kwargs.depth).saturating_sub(1);
+                    let mut args = sequence(args.value)?;
                     let object = Object {
-                        class: class_of(class.value)?,
-                        args: sequence(args.value)?,
+                        class: callee(class.value, &mut args, "NEWOBJ_EX"),
+                        args,
                         kwargs: match kwargs.value {
                             Value::Dict(pairs) => pairs,
                             _ => return Err(PickleError::Malformed("NEWOBJ_EX kwargs not a dict")),
@@ -515,7 +517,8 @@ impl<'a> Decoder<'a, '_> {
                         return Err(PickleError::StackUnderflow);
                     }
                     let (mut args, weight, depth) = self.collect(start);
-                    let class = class_of(args.remove(0))?;
+                    let class = args.remove(0);
+                    let class = callee(class, &mut args, "OBJ");
                     let object = Object {
                         class,
                         args,
@@ -668,7 +671,12 @@ impl<'a> Decoder<'a, '_> {
 
     /// Pushes a container whose children (already counted) weigh `weight - 1` and nest
     /// `child_depth` deep.
-    fn push_container(&mut self, value: Value<'a>, weight: usize, child_depth: usize) -> Result<()> {
+    fn push_container(
+        &mut self,
+        value: Value<'a>,
+        weight: usize,
+        child_depth: usize,
+    ) -> Result<()> {
         let depth = child_depth + 1;
         if depth > self.limits.max_depth {
             return Err(PickleError::TooDeep);
@@ -704,7 +712,6 @@ impl<'a> Decoder<'a, '_> {
             Err(PickleError::StackUnderflow)
         }
     }
-
 
     /// Where the top `n` values begin; they must all be above the last MARK.
     fn top_n(&self, n: usize) -> Result<usize> {
@@ -787,7 +794,9 @@ impl<'a> Decoder<'a, '_> {
         let max_depth = self.limits.max_depth;
         let target = &mut self.stack[index];
         let Value::Object(object) = &mut target.value else {
-            return Err(PickleError::Malformed("BUILD on a value that is not an object"));
+            return Err(PickleError::Malformed(
+                "BUILD on a value that is not an object",
+            ));
         };
         let depth = state.depth + 1;
         if depth > max_depth {
@@ -902,7 +911,9 @@ fn extend<'a>(
         }
         (Extend::SetItems, Value::Dict(pairs)) => {
             if children.len() % 2 != 0 {
-                return Err(PickleError::Malformed("SETITEMS with an odd number of items"));
+                return Err(PickleError::Malformed(
+                    "SETITEMS with an odd number of items",
+                ));
             }
             pairs.extend(
                 children
@@ -915,7 +926,9 @@ fn extend<'a>(
         }
         (Extend::SetItems, Value::Object(object)) => {
             if children.len() % 2 != 0 {
-                return Err(PickleError::Malformed("SETITEMS with an odd number of items"));
+                return Err(PickleError::Malformed(
+                    "SETITEMS with an odd number of items",
+                ));
             }
             extra = children.len() / 2;
             child_depth += 1;
@@ -942,17 +955,21 @@ fn extend<'a>(
 /// REDUCE: `callable(*args)`, never called. Recognises the calls CPython's pickler uses for
 /// plain values (CPython `Lib/copyreg.py`, `Objects/bytearrayobject.c`, `Objects/setobject.c`).
 fn reduce<'a>(callable: Slot<'a>, args: Slot<'a>) -> Result<Slot<'a>> {
-    let class = class_of(callable.value)?;
     let weight = callable.weight + args.weight;
-    let depth = args.depth;
+    let depth = args.depth.max(callable.depth);
     let mut args = sequence(args.value)?;
+    let class = callee(callable.value, &mut args, "REDUCE");
     let plain = |value: Value<'a>, depth: usize| Slot {
         value,
         weight,
         depth,
         memo: None,
     };
-    let value = match (class.module.as_ref(), class.name.as_ref(), args.as_mut_slice()) {
+    let value = match (
+        class.module.as_ref(),
+        class.name.as_ref(),
+        args.as_mut_slice(),
+    ) {
         // Protocols 0-2 pickle `bytes` as `_codecs.encode(text, 'latin1')`, and `bytearray`
         // as `bytearray(text, 'latin-1')`.
         ("_codecs", "encode", [Value::Str(text), Value::Str(encoding)])
@@ -981,7 +998,7 @@ fn reduce<'a>(callable: Slot<'a>, args: Slot<'a>) -> Result<Slot<'a>> {
             let state = args.pop().unwrap_or(Value::None);
             let class = match args.swap_remove(0) {
                 Value::Global(class) => *class,
-                _ => return Err(PickleError::Malformed("_reconstructor of a non-class")),
+                other => callee(other, &mut Vec::new(), "REDUCE"),
             };
             let args = match state {
                 Value::None => Vec::new(),
@@ -992,7 +1009,7 @@ fn reduce<'a>(callable: Slot<'a>, args: Slot<'a>) -> Result<Slot<'a>> {
         ("copyreg", "__newobj__", [Value::Global(_), ..]) => {
             let class = match args.remove(0) {
                 Value::Global(class) => *class,
-                _ => return Err(PickleError::Malformed("__newobj__ of a non-class")),
+                other => callee(other, &mut Vec::new(), "REDUCE"),
             };
             return Ok(plain(object(class, args, Vec::new()), depth.max(1)));
         }
@@ -1026,11 +1043,42 @@ fn object<'a>(
     }))
 }
 
-/// The class a REDUCE/NEWOBJ/OBJ instantiates: it must be a GLOBAL, never something computed.
-fn class_of(value: Value<'_>) -> Result<Global<'_>> {
-    match value {
-        Value::Global(class) => Ok(*class),
-        _ => Err(PickleError::Malformed("call of something that is not a global")),
+/// The class or function a REDUCE/NEWOBJ/OBJ would call.
+///
+/// CPython pickles methods and classmethods as `getattr(owner, name)` (zoneinfo's
+/// `ZoneInfo._unpickle`): that becomes the dotted name `owner.name`. Any other computed callable
+/// is kept as the first argument of a pseudo-class `pickle.<OPCODE>`.
+fn callee<'a>(callable: Value<'a>, args: &mut Vec<Value<'a>>, opcode: &'static str) -> Global<'a> {
+    match callable {
+        Value::Global(class) => *class,
+        Value::Object(object)
+            if object.class.module == "builtins"
+                && object.class.name == "getattr"
+                && object.kwargs.is_empty()
+                && object.state.is_none()
+                && object.items.is_empty()
+                && matches!(object.args.as_slice(), [Value::Global(_), Value::Str(_)]) =>
+        {
+            match object.args.as_slice() {
+                [Value::Global(owner), Value::Str(name)] => Global {
+                    module: owner.module.clone(),
+                    name: Cow::Owned(format!("{}.{}", owner.name, name)),
+                },
+                _ => computed_call(opcode),
+            }
+        }
+        other => {
+            args.insert(0, other);
+            computed_call(opcode)
+        }
+    }
+}
+
+/// The pseudo-class `pickle.<OPCODE>` for calls of computed callables.
+fn computed_call(opcode: &'static str) -> Global<'static> {
+    Global {
+        module: Cow::Borrowed("pickle"),
+        name: Cow::Borrowed(opcode),
     }
 }
 
@@ -1128,9 +1176,13 @@ fn decimal_int(text: &[u8]) -> Result<Value<'static>> {
     let mut value: i64 = 0;
     for &d in digits {
         let d = i64::from(d - b'0');
-        let next = value
-            .checked_mul(10)
-            .and_then(|v| if negative { v.checked_sub(d) } else { v.checked_add(d) });
+        let next = value.checked_mul(10).and_then(|v| {
+            if negative {
+                v.checked_sub(d)
+            } else {
+                v.checked_add(d)
+            }
+        });
         match next {
             Some(next) => value = next,
             None => {
@@ -1341,5 +1393,523 @@ fn raw_unicode_escape(raw: &[u8]) -> Result<Cow<'_, str>> {
 fn flush_surrogate(out: &mut String, pending_high: &mut Option<u32>) {
     if pending_high.take().is_some() {
         out.push(char::REPLACEMENT_CHARACTER);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repr::repr_string;
+
+    const FIXTURES: &[(&str, &[u8])] = &[
+        (
+            "record-p0.pickle",
+            include_bytes!("testdata/record-p0.pickle"),
+        ),
+        (
+            "record-p1.pickle",
+            include_bytes!("testdata/record-p1.pickle"),
+        ),
+        (
+            "record-p2.pickle",
+            include_bytes!("testdata/record-p2.pickle"),
+        ),
+        (
+            "record-p3.pickle",
+            include_bytes!("testdata/record-p3.pickle"),
+        ),
+        (
+            "record-p4.pickle",
+            include_bytes!("testdata/record-p4.pickle"),
+        ),
+        (
+            "record-p5.pickle",
+            include_bytes!("testdata/record-p5.pickle"),
+        ),
+        ("exc-p1.pickle", include_bytes!("testdata/exc-p1.pickle")),
+    ];
+    /// `file<TAB>key<TAB>rendering` lines written by `scripts/gen-pickle-fixtures.py`.
+    const EXPECTED: &str = include_str!("testdata/expected.tsv");
+
+    fn dec(input: &[u8]) -> Result<Value<'_>> {
+        decode(input, &Limits::default())
+    }
+
+    fn str_value(s: &str) -> Value<'_> {
+        Value::Str(Cow::Borrowed(s))
+    }
+
+    /// A deterministic xorshift generator for the fuzz-style loops.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    #[test]
+    fn cpython_records_decode_to_what_python_had() {
+        for (name, data) in FIXTURES {
+            let record = dec(data).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let Value::Dict(pairs) = &record else {
+                panic!("{name}: not a dict: {record:?}");
+            };
+            let mut checked = 0;
+            for line in EXPECTED.lines() {
+                let mut parts = line.splitn(3, '\t');
+                let (Some(file), Some(key), Some(want)) =
+                    (parts.next(), parts.next(), parts.next())
+                else {
+                    panic!("bad expected.tsv line {line:?}");
+                };
+                if file != *name {
+                    continue;
+                }
+                let value = record
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{name}: no field {key}"));
+                assert_eq!(repr_string(value), want, "{name}: field {key}");
+                checked += 1;
+            }
+            assert_eq!(checked, pairs.len(), "{name}: every field checked");
+            assert!(checked >= 20, "{name}: only {checked} fields");
+
+            // Types, not only renderings.
+            let msg = "query users took 12.5 ms";
+            assert_eq!(record.get("msg"), Some(&str_value(msg)), "{name}");
+            assert_eq!(record.get("lineno"), Some(&Value::Int(42)), "{name}");
+            assert_eq!(record.get("args"), Some(&Value::None), "{name}");
+            assert_eq!(
+                record.get("created"),
+                Some(&Value::Float(1704164645.123456)),
+                "{name}"
+            );
+            assert_eq!(
+                record.get("thread"),
+                Some(&Value::Int(140234567890123)),
+                "{name}"
+            );
+            if name.starts_with("record") {
+                assert_eq!(record.get("levelname"), Some(&str_value("WARNING")));
+                assert_eq!(
+                    record.get("x_str"),
+                    Some(&str_value("héllo ✓ 日本 'quoted' \"double\"\ttab")),
+                    "{name}"
+                );
+                assert_eq!(
+                    record.get("x_big"),
+                    Some(&Value::BigInt("1267650600228229401496703205383".into())),
+                    "{name}"
+                );
+                assert_eq!(record.get("x_true"), Some(&Value::Bool(true)), "{name}");
+                assert_eq!(
+                    record.get("x_bytes"),
+                    Some(&Value::Bytes(Cow::Borrowed(b"ab\x00'\xff\n"))),
+                    "{name}"
+                );
+                assert_eq!(
+                    record.get("x_set"),
+                    Some(&Value::Set(vec![
+                        Value::Int(1),
+                        Value::Int(2),
+                        Value::Int(3)
+                    ])),
+                    "{name}"
+                );
+                let Some(Value::Object(point)) = record.get("x_point") else {
+                    panic!("{name}: x_point is not an object");
+                };
+                assert_eq!(point.class.module, "__main__");
+                assert_eq!(point.class.name, "Point");
+            } else {
+                let Some(Value::Str(text)) = record.get("exc_text") else {
+                    panic!("exc_text is not text");
+                };
+                assert!(text.starts_with("Traceback (most recent call last):"));
+                assert!(text.ends_with("KeyError: 'missing'"));
+            }
+        }
+    }
+
+    #[test]
+    fn binary_strings_borrow_from_the_input() {
+        let data = FIXTURES[1].1;
+        let record = dec(data).unwrap();
+        let Value::Dict(pairs) = &record else {
+            panic!()
+        };
+        for (key, value) in pairs {
+            assert!(matches!(key, Value::Str(Cow::Borrowed(_))), "{key:?}");
+            if let Value::Str(s) = value {
+                assert!(matches!(s, Cow::Borrowed(_)), "{key:?} owns {s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn memo_gets_see_the_finished_object() {
+        // pickle.dumps({'a': l, 'b': l}, 1) with l = [1, 2]: l is memoized while empty.
+        let data =
+            b"}q\x00(X\x01\x00\x00\x00aq\x01]q\x02(K\x01K\x02eX\x01\x00\x00\x00bq\x03h\x02u.";
+        let list = Value::List(vec![Value::Int(1), Value::Int(2)]);
+        let want = Value::Dict(vec![(str_value("a"), list.clone()), (str_value("b"), list)]);
+        assert_eq!(dec(data).unwrap(), want);
+
+        // l = []; l.append(l): the cycle is cut where the GET happens.
+        let data = b"\x80\x02]q\x00h\x00a.";
+        assert_eq!(
+            dec(data).unwrap(),
+            Value::List(vec![Value::List(Vec::new())])
+        );
+    }
+
+    #[test]
+    fn protocol_0_text_opcodes() {
+        // pickle.dumps([True, False, 2**70, 'a\\b\nc\xe9\U0001f600', b'\xff', 1.5, -7], 0)
+        let data = b"(lp0\nI01\naI00\naL1180591620717411303424L\naVa\\u005cb\\u000ac\xe9\\U0001f600\np1\nac_codecs\nencode\np2\n(V\xff\np3\nVlatin1\np4\ntp5\nRp6\naF1.5\naI-7\na.";
+        let want = Value::List(vec![
+            Value::Bool(true),
+            Value::Bool(false),
+            Value::BigInt("1180591620717411303424".into()),
+            Value::Str("a\\b\nc\u{e9}\u{1f600}".into()),
+            Value::Bytes(Cow::Borrowed(b"\xff")),
+            Value::Float(1.5),
+            Value::Int(-7),
+        ]);
+        assert_eq!(dec(data).unwrap(), want);
+
+        // Python 2 str: text when UTF-8, bytes otherwise; escapes as in a bytes literal.
+        assert_eq!(dec(b"S'caf\\xc3\\xa9'\n.").unwrap(), str_value("café"));
+        assert_eq!(
+            dec(b"S'\\xff\\n\\'\\101'\n.").unwrap(),
+            Value::Bytes(Cow::Borrowed(b"\xff\n'A"))
+        );
+        assert_eq!(dec(b"U\x02hi.").unwrap(), str_value("hi"));
+        assert_eq!(
+            dec(b"T\x01\x00\x00\x00\x80.").unwrap(),
+            Value::Bytes(Cow::Borrowed(b"\x80"))
+        );
+        // raw-unicode-escape: an even run of backslashes is no escape.
+        assert_eq!(
+            dec(b"V\\\\u0041\\\\\\u0041\\ud83d\\ude00\n.").unwrap(),
+            Value::Str("\\\\u0041\\\\A\u{1f600}".into())
+        );
+        assert_eq!(
+            dec(b"V\\u12\n."),
+            Err(PickleError::BadText("truncated \\uXXXX escape in UNICODE"))
+        );
+        assert_eq!(
+            dec(b"I12345678901234567890\n.").unwrap(),
+            Value::BigInt("12345678901234567890".into())
+        );
+        assert_eq!(dec(b"L-5\n.").unwrap(), Value::Int(-5));
+        assert_eq!(dec(b"Finf\n.").unwrap(), Value::Float(f64::INFINITY));
+        // PUT/GET by decimal id.
+        assert_eq!(
+            dec(b"(Vx\np0\ng0\nt.").unwrap(),
+            Value::Tuple(vec![str_value("x"), str_value("x")])
+        );
+    }
+
+    #[test]
+    fn binary_integers() {
+        let long1 = |bytes: &[u8]| {
+            let mut data = vec![op::PROTO, 2, op::LONG1, bytes.len() as u8];
+            data.extend_from_slice(bytes);
+            data.push(op::STOP);
+            repr_string(&decode(&data, &Limits::default()).unwrap())
+        };
+        assert_eq!(long1(&[]), "0");
+        assert_eq!(long1(&[0xff]), "-1");
+        assert_eq!(long1(&[0x00, 0x80]), "-32768");
+        assert_eq!(long1(&[0x00, 0x80, 0x00]), "32768");
+        assert_eq!(long1(&[0xff; 8]), "-1");
+        assert_eq!(
+            long1(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            i64::MAX.to_string()
+        );
+        assert_eq!(
+            long1(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0]),
+            "9223372036854775808"
+        );
+        assert_eq!(
+            long1(&[0, 0, 0, 0, 0, 0, 0, 0x80, 0xff]),
+            i64::MIN.to_string()
+        );
+        // -(2**70)
+        assert_eq!(
+            long1(&[0, 0, 0, 0, 0, 0, 0, 0, 0xc0]),
+            "-1180591620717411303424"
+        );
+        // 2**100 + 7 through LONG4.
+        let mut data = vec![op::PROTO, 2, op::LONG4, 13, 0, 0, 0, 7];
+        data.extend_from_slice(&[0; 11]);
+        data.extend_from_slice(&[0x10, op::STOP]);
+        assert_eq!(
+            dec(&data).unwrap(),
+            Value::BigInt("1267650600228229401496703205383".into())
+        );
+        assert_eq!(dec(b"J\xfe\xff\xff\xff.").unwrap(), Value::Int(-2));
+        assert_eq!(dec(b"M\xff\xff.").unwrap(), Value::Int(65535));
+        assert_eq!(
+            dec(b"G?\xf8\x00\x00\x00\x00\x00\x00.").unwrap(),
+            Value::Float(1.5)
+        );
+    }
+
+    #[test]
+    fn protocol_4_and_5_opcodes() {
+        // FRAME, SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL, EMPTY_SET/ADDITEMS, FROZENSET,
+        // NEWOBJ_EX, BYTEARRAY8.
+        let mut data = vec![0x80, 5, 0x95, 0, 0, 0, 0, 0, 0, 0, 0];
+        data.extend_from_slice(b"(\x8c\x01m\x94\x8c\x01C\x94\x93\x94)}\x8c\x01kK\x01s\x92");
+        data.extend_from_slice(b"\x8f(K\x01K\x02\x90(K\x03\x91");
+        data.extend_from_slice(b"\x96\x02\x00\x00\x00\x00\x00\x00\x00ab");
+        data.extend_from_slice(b"\x8e\x01\x00\x00\x00\x00\x00\x00\x00cl.");
+        let len = (data.len() - 11) as u64;
+        data[3..11].copy_from_slice(&len.to_le_bytes());
+        let Value::List(items) = dec(&data).unwrap() else {
+            panic!()
+        };
+        let Value::Object(object) = &items[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (object.class.module.as_ref(), object.class.name.as_ref()),
+            ("m", "C")
+        );
+        assert_eq!(object.kwargs, vec![(str_value("k"), Value::Int(1))]);
+        assert_eq!(items[1], Value::Set(vec![Value::Int(1), Value::Int(2)]));
+        assert_eq!(items[2], Value::Set(vec![Value::Int(3)]));
+        assert_eq!(items[3], Value::Bytes(Cow::Borrowed(b"ab")));
+        assert_eq!(items[4], Value::Bytes(Cow::Borrowed(b"c")));
+    }
+
+    #[test]
+    fn computed_callables_and_dict_subclasses() {
+        // datetime(2024, 1, 2, tzinfo=ZoneInfo('Europe/Paris')), protocol 4: the zone is
+        // `getattr(ZoneInfo, '_unpickle')('Europe/Paris', 1)`.
+        let data = b"\x80\x04\x95~\x00\x00\x00\x00\x00\x00\x00\x8c\x08datetime\x94\x8c\x08datetime\x94\x93\x94C\x0a\x07\xe8\x01\x02\x00\x00\x00\x00\x00\x00\x94\x8c\x08builtins\x94\x8c\x07getattr\x94\x93\x94\x8c\x08zoneinfo\x94\x8c\x08ZoneInfo\x94\x93\x94\x8c\x09_unpickle\x94\x86\x94R\x94\x8c\x0cEurope/Paris\x94K\x01\x86\x94R\x94\x86\x94R\x94.";
+        let value = dec(data).unwrap();
+        assert_eq!(repr_string(&value), "2024-01-02T00:00:00[Europe/Paris]");
+
+        // OrderedDict(a=1), protocol 2: SETITEM on an object.
+        let data =
+            b"\x80\x02ccollections\x0aOrderedDict\x0aq\x00)Rq\x01X\x01\x00\x00\x00aq\x02K\x01s.";
+        assert_eq!(
+            repr_string(&dec(data).unwrap()),
+            "collections.OrderedDict([('a', 1)])"
+        );
+
+        // A callable that is neither a global nor getattr stays data.
+        let value = dec(b"](tR.").unwrap();
+        assert_eq!(repr_string(&value), "pickle.REDUCE([])");
+    }
+
+    #[test]
+    fn os_system_is_named_never_run() {
+        let value = dec(b"cos\nsystem\n(S'echo hi'\ntR.").unwrap();
+        let Value::Object(object) = &value else {
+            panic!("{value:?}");
+        };
+        assert_eq!(object.class.module, "os");
+        assert_eq!(object.class.name, "system");
+        assert_eq!(object.args, vec![str_value("echo hi")]);
+        assert_eq!(repr_string(&value), "os.system('echo hi')");
+        // The same through protocol 4's STACK_GLOBAL and INST/OBJ.
+        let value = dec(b"\x8c\x02os\x8c\x06system\x93\x8c\x02id\x85R.").unwrap();
+        assert!(repr_string(&value).contains("system"));
+        let value = dec(b"(S'id'\nios\nsystem\n.").unwrap();
+        assert_eq!(repr_string(&value), "os.system('id')");
+        let value = dec(b"(cos\nsystem\nS'id'\no.").unwrap();
+        assert_eq!(repr_string(&value), "os.system('id')");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_recursion() {
+        let marks = vec![op::MARK; 100_000];
+        assert_eq!(dec(&marks), Err(PickleError::TooDeep));
+
+        let mut lists = vec![op::EMPTY_LIST; 100_000];
+        lists.extend(std::iter::repeat_n(op::APPEND, 99_999));
+        lists.push(op::STOP);
+        assert_eq!(dec(&lists), Err(PickleError::TooDeep));
+
+        let mut nested = b"(".repeat(50_000);
+        nested.extend(b"]".repeat(50_000));
+        assert_eq!(dec(&nested), Err(PickleError::TooDeep));
+
+        // Tuples of tuples through TUPLE1.
+        let mut tuples = vec![op::EMPTY_TUPLE];
+        tuples.extend(std::iter::repeat_n(op::TUPLE1, 100_000));
+        tuples.push(op::STOP);
+        assert_eq!(dec(&tuples), Err(PickleError::TooDeep));
+
+        // Exactly at the limit is fine.
+        let limits = Limits {
+            max_depth: 10,
+            ..Limits::default()
+        };
+        let mut ok = vec![op::EMPTY_LIST; 10];
+        ok.extend([op::APPEND; 9]);
+        ok.push(op::STOP);
+        assert!(decode(&ok, &limits).is_ok());
+        let mut deeper = vec![op::EMPTY_LIST; 11];
+        deeper.extend([op::APPEND; 10]);
+        deeper.push(op::STOP);
+        assert_eq!(decode(&deeper, &limits), Err(PickleError::TooDeep));
+    }
+
+    #[test]
+    fn lengths_are_checked_before_allocating() {
+        for opcode in [op::BINUNICODE, op::BINBYTES, op::BINSTRING] {
+            let mut data = vec![opcode, 0xff, 0xff, 0xff, 0x7f];
+            data.extend_from_slice(&[b'a'; 95]);
+            assert_eq!(dec(&data), Err(PickleError::Truncated), "{opcode:#x}");
+        }
+        for opcode in [op::BINUNICODE8, op::BINBYTES8, op::BYTEARRAY8, op::FRAME] {
+            let mut data = vec![opcode];
+            data.extend_from_slice(&u64::MAX.to_le_bytes());
+            data.extend_from_slice(&[b'a'; 91]);
+            assert_eq!(dec(&data), Err(PickleError::Truncated), "{opcode:#x}");
+        }
+        assert_eq!(
+            dec(&[b"X\xff\xff\xff\xff".as_slice(), &[b'a'; 95]].concat()),
+            Err(PickleError::Truncated),
+            "4 GiB claim"
+        );
+        assert_eq!(
+            dec(b"T\xff\xff\xff\xffab."),
+            Err(PickleError::BadText("BINSTRING size"))
+        );
+        let mut long4 = vec![op::LONG4];
+        long4.extend_from_slice(&100_000i32.to_le_bytes());
+        long4.extend(vec![1; 100_000]);
+        long4.push(op::STOP);
+        assert_eq!(dec(&long4), Err(PickleError::TooLarge));
+    }
+
+    #[test]
+    fn billion_laughs_stops_early() {
+        // l0 = []; l1 = [l0, l0]; l2 = [l1, l1]; ... each a GET of the previous memo entry.
+        let mut data = vec![op::EMPTY_LIST, op::BINPUT, 0];
+        for i in 1..=200u8 {
+            data.extend_from_slice(&[op::MARK, op::BINGET, i - 1, op::BINGET, i - 1, op::LIST]);
+            data.extend_from_slice(&[op::BINPUT, i, op::POP]);
+        }
+        data.extend_from_slice(&[op::BINGET, 200, op::STOP]);
+        let started = std::time::Instant::now();
+        assert_eq!(dec(&data), Err(PickleError::TooLarge));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+        // DUP doubles too.
+        let mut dup = vec![op::EMPTY_LIST];
+        for _ in 0..64 {
+            dup.extend_from_slice(&[op::DUP, op::TUPLE2]);
+        }
+        dup.push(op::STOP);
+        assert!(matches!(
+            dec(&dup),
+            Err(PickleError::TooLarge | PickleError::TooDeep)
+        ));
+    }
+
+    #[test]
+    fn memo_is_bounded() {
+        let limits = Limits {
+            max_memo: 3,
+            ..Limits::default()
+        };
+        let ok = b"(K\x01q\x00K\x02q\x01K\x03q\x02l.";
+        assert!(decode(ok, &limits).is_ok());
+        let over = b"(K\x01q\x00K\x02q\x01K\x03q\x02K\x04q\x03l.";
+        assert_eq!(decode(over, &limits), Err(PickleError::TooLarge));
+        assert_eq!(dec(b"K\x01q\x05."), Err(PickleError::BadMemo), "id gap");
+        assert_eq!(dec(b"h\x00."), Err(PickleError::BadMemo));
+        assert_eq!(
+            dec(b"(q\x00."),
+            Err(PickleError::StackUnderflow),
+            "PUT on a MARK"
+        );
+    }
+
+    #[test]
+    fn malformed_and_refused() {
+        assert_eq!(dec(b""), Err(PickleError::Truncated));
+        assert_eq!(dec(b"N"), Err(PickleError::Truncated));
+        assert_eq!(dec(b"N.x"), Err(PickleError::TrailingData));
+        assert_eq!(dec(b"."), Err(PickleError::StackUnderflow));
+        assert_eq!(dec(b"t."), Err(PickleError::NoMark));
+        assert_eq!(dec(b"\xff"), Err(PickleError::UnknownOpcode(0xff)));
+        assert!(matches!(dec(b"NN."), Err(PickleError::Malformed(_))));
+        assert!(matches!(dec(b"(NN."), Err(PickleError::Malformed(_))));
+        assert!(matches!(dec(b"NNa."), Err(PickleError::Malformed(_))));
+        assert!(matches!(dec(b"(K\x01d."), Err(PickleError::Malformed(_))));
+        assert!(matches!(dec(b"S'abc\n."), Err(PickleError::BadText(_))));
+        assert!(matches!(dec(b"S'a\\x4'\n."), Err(PickleError::BadText(_))));
+        assert!(matches!(dec(b"Ix\n."), Err(PickleError::BadText(_))));
+        assert_eq!(
+            dec(b"\x80\x06N."),
+            Err(PickleError::Unsupported("protocol above 5"))
+        );
+        for data in [
+            &b"P1\n."[..],
+            b"NQ.",
+            b"\x82\x01.",
+            b"\x83\x01\x00.",
+            b"\x84\x01\x00\x00\x00.",
+        ] {
+            assert!(
+                matches!(dec(data), Err(PickleError::Unsupported(_))),
+                "{data:?}"
+            );
+        }
+        assert!(matches!(dec(b"\x97."), Err(PickleError::Unsupported(_))));
+        assert!(matches!(dec(b"NN\x98."), Err(PickleError::Unsupported(_))));
+        // POP on an empty frame pops the MARK, as CPython does.
+        assert_eq!(dec(b"N(0."), Ok(Value::None));
+        assert_eq!(dec(b"(NN1N."), Ok(Value::None));
+    }
+
+    #[test]
+    fn every_prefix_of_a_real_pickle_is_an_error() {
+        for (name, data) in FIXTURES {
+            for len in 0..data.len() {
+                assert!(dec(&data[..len]).is_err(), "{name} cut at {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn random_and_bit_flipped_input_never_panics() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut ok = 0;
+        for i in 0..20_000 {
+            let data = if i % 2 == 0 {
+                let len = rng.below(64);
+                (0..len).map(|_| rng.next() as u8).collect::<Vec<u8>>()
+            } else {
+                let mut data = FIXTURES[rng.below(FIXTURES.len())].1.to_vec();
+                for _ in 0..1 + rng.below(4) {
+                    let at = rng.below(data.len());
+                    data[at] ^= 1 << rng.below(8);
+                }
+                data
+            };
+            if let Ok(value) = dec(&data) {
+                ok += 1;
+                let _ = repr_string(&value);
+            }
+        }
+        // Some flips only touch string contents and still decode.
+        assert!(ok > 0);
     }
 }
