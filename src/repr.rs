@@ -562,3 +562,285 @@ fn uuid(state: &Value<'_>) -> Option<String> {
         &hex[20..]
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+    use crate::value::Global;
+
+    fn s(text: &str) -> Value<'_> {
+        Value::Str(Cow::Borrowed(text))
+    }
+
+    fn global<'a>(module: &'a str, name: &'a str) -> Global<'a> {
+        Global {
+            module: Cow::Borrowed(module),
+            name: Cow::Borrowed(name),
+        }
+    }
+
+    fn object<'a>(module: &'a str, name: &'a str, args: Vec<Value<'a>>) -> Object<'a> {
+        Object {
+            class: global(module, name),
+            args,
+            kwargs: Vec::new(),
+            state: None,
+            items: Vec::new(),
+        }
+    }
+
+    fn obj<'a>(module: &'a str, name: &'a str, args: Vec<Value<'a>>) -> Value<'a> {
+        Value::Object(Box::new(object(module, name, args)))
+    }
+
+    fn bytes(b: &[u8]) -> Value<'_> {
+        Value::Bytes(Cow::Borrowed(b))
+    }
+
+    fn delta(days: i64, seconds: i64, micros: i64) -> Value<'static> {
+        obj(
+            "datetime",
+            "timedelta",
+            vec![Value::Int(days), Value::Int(seconds), Value::Int(micros)],
+        )
+    }
+
+    fn fixed_zone(days: i64, seconds: i64, micros: i64) -> Value<'static> {
+        obj("datetime", "timezone", vec![delta(days, seconds, micros)])
+    }
+
+    #[test]
+    fn floats_like_python() {
+        // repr() of each, from CPython 3.11.
+        let cases = [
+            (0.1_f64, "0.1"),
+            (1.0_f64, "1.0"),
+            (-2.5_f64, "-2.5"),
+            (1e+16_f64, "1e+16"),
+            (1000000000000000.0_f64, "1000000000000000.0"),
+            (1.2345678901234568e+17_f64, "1.2345678901234568e+17"),
+            (0.0001_f64, "0.0001"),
+            (1e-05_f64, "1e-05"),
+            (1.5e-07_f64, "1.5e-07"),
+            (5e-324_f64, "5e-324"),
+            (1.7976931348623157e+308_f64, "1.7976931348623157e+308"),
+            (0.30000000000000004_f64, "0.30000000000000004"),
+            (100.0_f64, "100.0"),
+            (12345.678_f64, "12345.678"),
+            (-0.0_f64, "-0.0"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+        ];
+        for (f, want) in cases {
+            assert_eq!(repr_string(&Value::Float(f)), want);
+        }
+    }
+
+    #[test]
+    fn strings_and_bytes_like_python() {
+        let text = "a\x00\x7f\u{80}\u{a0}\u{ad}\u{2028}\u{e000}\u{f0000} é✓日本😀 \\ '\"";
+        assert_eq!(
+            repr_string(&s(text)),
+            r#"'a\x00\x7f\x80\xa0\xad\u2028\ue000\U000f0000 é✓日本😀 \\ \'"'"#
+        );
+        assert_eq!(repr_string(&s("it's")), r#""it's""#);
+        assert_eq!(repr_string(&s("tab\there\n")), r"'tab\there\n'");
+        assert_eq!(repr_string(&bytes(b"'\"")), r#"b'\'"'"#);
+        assert_eq!(repr_string(&bytes(b"'")), r#"b"'""#);
+        assert_eq!(repr_string(&bytes(b"ab\x00\\\xff\r")), r"b'ab\x00\\\xff\r'");
+        assert_eq!(repr_string(&bytes(b"")), "b''");
+    }
+
+    #[test]
+    fn containers_like_python() {
+        let one = Value::Int(1);
+        assert_eq!(repr_string(&Value::Tuple(vec![one.clone()])), "(1,)");
+        assert_eq!(repr_string(&Value::Tuple(vec![])), "()");
+        assert_eq!(
+            repr_string(&Value::Tuple(vec![one.clone(), Value::None])),
+            "(1, None)"
+        );
+        assert_eq!(repr_string(&Value::Set(vec![])), "set()");
+        assert_eq!(
+            repr_string(&Value::Set(vec![one.clone(), Value::Int(2)])),
+            "{1, 2}"
+        );
+        assert_eq!(
+            repr_string(&obj(
+                "builtins",
+                "frozenset",
+                vec![Value::List(vec![one.clone()])]
+            )),
+            "frozenset({1})"
+        );
+        assert_eq!(
+            repr_string(&obj("builtins", "frozenset", vec![])),
+            "frozenset()"
+        );
+        let dict = Value::Dict(vec![
+            (
+                s("k"),
+                Value::List(vec![Value::Bool(true), Value::Float(1.5)]),
+            ),
+            (
+                Value::Int(2),
+                Value::BigInt("-123456789012345678901234567890".into()),
+            ),
+        ]);
+        assert_eq!(
+            repr_string(&dict),
+            "{'k': [True, 1.5], 2: -123456789012345678901234567890}"
+        );
+        assert_eq!(
+            repr_string(&Value::Global(Box::new(global("os", "system")))),
+            "os.system"
+        );
+    }
+
+    #[test]
+    fn dates_and_times_like_isoformat() {
+        let state = bytes(b"\x07\xe8\x01\x02\x03\x04\x05\x01\xe2\x40");
+        let naive = obj("datetime", "datetime", vec![state.clone()]);
+        assert_eq!(repr_string(&naive), "2024-01-02T03:04:05.123456");
+        let utc = obj("datetime", "datetime", vec![state, fixed_zone(0, 0, 0)]);
+        assert_eq!(repr_string(&utc), "2024-01-02T03:04:05.123456+00:00");
+        // Whole seconds, fold bit in the month, a negative offset with seconds.
+        let state = bytes(b"\x07\xe8\x81\x02\x03\x04\x05\x00\x00\x00");
+        let west = obj(
+            "datetime",
+            "datetime",
+            vec![state, fixed_zone(-1, 86_400 - 3_600 * 5 - 30, 0)],
+        );
+        assert_eq!(repr_string(&west), "2024-01-02T03:04:05-05:00:30");
+        // A Python 2 str state that happened to be valid text.
+        let py2 = obj("datetime", "date", vec![s("\x07\x01\x02\x03")]);
+        assert_eq!(repr_string(&py2), "1793-02-03");
+        let date = obj("datetime", "date", vec![bytes(b"\x07\xe8\x02\x1d")]);
+        assert_eq!(repr_string(&date), "2024-02-29");
+        let time = obj("datetime", "time", vec![bytes(b"\x0d\x0e\x0f\x00\x01\xf4")]);
+        assert_eq!(repr_string(&time), "13:14:15.000500");
+        let ist = fixed_zone(0, 19_800, 0);
+        let time = obj(
+            "datetime",
+            "time",
+            vec![bytes(b"\x0d\x0e\x0f\x00\x00\x00"), ist.clone()],
+        );
+        assert_eq!(repr_string(&time), "13:14:15+05:30");
+        assert_eq!(repr_string(&ist), "UTC+05:30");
+        assert_eq!(repr_string(&fixed_zone(0, 0, 0)), "UTC");
+        // A zone that is not a fixed offset keeps its name.
+        let paris = obj(
+            "zoneinfo",
+            "ZoneInfo._unpickle",
+            vec![s("Europe/Paris"), Value::Int(1)],
+        );
+        let state = bytes(b"\x07\xe8\x01\x02\x00\x00\x00\x00\x00\x00");
+        let dt = obj("datetime", "datetime", vec![state.clone(), paris]);
+        assert_eq!(repr_string(&dt), "2024-01-02T00:00:00[Europe/Paris]");
+        let odd = obj("mytz", "Zone", vec![]);
+        let dt = obj("datetime", "datetime", vec![state, odd]);
+        assert_eq!(repr_string(&dt), "2024-01-02T00:00:00[mytz.Zone()]");
+        // A state that is no date falls back to the generic form.
+        let bad = obj("datetime", "date", vec![bytes(b"\x07\xe8\x0d\x01")]);
+        assert_eq!(repr_string(&bad), r"datetime.date(b'\x07\xe8\r\x01')");
+    }
+
+    #[test]
+    fn timedeltas_like_str() {
+        assert_eq!(repr_string(&delta(1, 7384, 5)), "1 day, 2:03:04.000005");
+        assert_eq!(repr_string(&delta(-1, 86_399, 0)), "-1 day, 23:59:59");
+        assert_eq!(repr_string(&delta(2, 0, 0)), "2 days, 0:00:00");
+        assert_eq!(repr_string(&delta(0, 59, 1)), "0:00:59.000001");
+        assert_eq!(
+            repr_string(&delta(0, 90_000, 0)),
+            "datetime.timedelta(0, 90000, 0)"
+        );
+    }
+
+    #[test]
+    fn decimal_uuid_and_objects() {
+        assert_eq!(
+            repr_string(&obj("decimal", "Decimal", vec![s("1.50")])),
+            "1.50"
+        );
+
+        let mut uuid = object("uuid", "UUID", vec![]);
+        uuid.state = Some(Value::Dict(vec![(
+            s("int"),
+            Value::BigInt("24197857161011715162171839636988778104".into()),
+        )]));
+        assert_eq!(
+            repr_string(&Value::Object(Box::new(uuid.clone()))),
+            "12345678-1234-5678-1234-567812345678"
+        );
+        uuid.state = Some(Value::Dict(vec![(s("int"), Value::Int(5))]));
+        assert_eq!(
+            repr_string(&Value::Object(Box::new(uuid))),
+            "00000000-0000-0000-0000-000000000005"
+        );
+
+        let mut point = object("__main__", "Point", vec![]);
+        point.state = Some(Value::Dict(vec![
+            (s("x"), Value::Int(1)),
+            (s("y"), Value::Int(2)),
+        ]));
+        assert_eq!(
+            repr_string(&Value::Object(Box::new(point))),
+            "__main__.Point(x=1, y=2)"
+        );
+        assert_eq!(
+            repr_string(&obj("__main__", "Color", vec![Value::Int(1)])),
+            "__main__.Color(1)"
+        );
+
+        let mut full = object("m", "C", vec![Value::Int(1), s("a")]);
+        full.kwargs = vec![(s("k"), Value::None)];
+        // `__slots__` state: (None, {slot: value}).
+        full.state = Some(Value::Tuple(vec![
+            Value::None,
+            Value::Dict(vec![(s("slot"), Value::Bool(false))]),
+        ]));
+        full.items = vec![Value::Int(7)];
+        assert_eq!(
+            repr_string(&Value::Object(Box::new(full.clone()))),
+            "m.C(1, 'a', k=None, slot=False, [7])"
+        );
+        full.state = Some(Value::Int(3));
+        full.items.clear();
+        assert_eq!(
+            repr_string(&Value::Object(Box::new(full))),
+            "m.C(1, 'a', k=None, state=3)"
+        );
+    }
+
+    #[test]
+    fn output_is_bounded() {
+        let long = "é".repeat(MAX_REPR_BYTES);
+        let out = repr_string(&s(&long));
+        assert!(out.ends_with(ELLIPSIS));
+        assert!(out.len() <= MAX_REPR_BYTES + ELLIPSIS.len());
+        assert!(out.starts_with("'éé"));
+
+        let many = Value::Set((0..1_000_000).map(Value::Int).collect());
+        let out = repr_string(&many);
+        assert!(out.len() <= MAX_REPR_BYTES + ELLIPSIS.len());
+        assert!(out.starts_with("{0, 1, 2"));
+        assert!(out.ends_with(ELLIPSIS));
+
+        // Appends after what `out` holds; the bound is per rendering.
+        let mut out = String::from("prefix ");
+        repr(&bytes(&[0; 100_000]), &mut out);
+        assert!(out.starts_with("prefix b'\\x00"));
+        assert_eq!(out.len(), "prefix ".len() + MAX_REPR_BYTES + ELLIPSIS.len());
+
+        let mut deep = Value::List(vec![]);
+        for _ in 0..1_000 {
+            deep = Value::List(vec![deep]);
+        }
+        let out = repr_string(&deep);
+        assert!(out.contains("[...]"));
+        // Dropping it would recurse 1,000 deep: fine here, and never built by the decoder.
+    }
+}
