@@ -488,7 +488,9 @@ fn offset_micros(value: &Value<'_>) -> Option<i64> {
         return None;
     }
     let (days, seconds, micros) = timedelta_parts(&delta.args)?;
-    Some((days * 86_400 + seconds) * 1_000_000 + micros)
+    // 999999999 days do not fit in i64 microseconds.
+    days.checked_mul(86_400_000_000)?
+        .checked_add(seconds * 1_000_000 + micros)
 }
 
 /// `(days, seconds, microseconds)`, normalized as CPython keeps them.
@@ -730,6 +732,10 @@ mod tests {
         assert_eq!(repr_string(&time), "13:14:15+05:30");
         assert_eq!(repr_string(&ist), "UTC+05:30");
         assert_eq!(repr_string(&fixed_zone(0, 0, 0)), "UTC");
+        assert_eq!(
+            repr_string(&fixed_zone(999_999_999, 0, 0)),
+            "datetime.timezone(999999999 days, 0:00:00)"
+        );
         // A zone that is not a fixed offset keeps its name.
         let paris = obj(
             "zoneinfo",

@@ -247,8 +247,7 @@ impl<'a> Decoder<'a, '_> {
                 }
                 op::POP => {
                     if self.stack.len() > self.frame_start() {
-                        let slot = self.pop()?;
-                        self.discard(self.stack.len(), slot);
+                        self.discard_from(self.stack.len() - 1);
                     } else {
                         // CPython: POP on an empty frame pops the MARK.
                         self.pop_mark()?;
@@ -952,20 +951,34 @@ fn extend<'a>(
     Ok(extra)
 }
 
-/// REDUCE: `callable(*args)`, never called. Recognises the calls CPython's pickler uses for
-/// plain values (CPython `Lib/copyreg.py`, `Objects/bytearrayobject.c`, `Objects/setobject.c`).
+/// REDUCE: `callable(*args)`, never called.
 fn reduce<'a>(callable: Slot<'a>, args: Slot<'a>) -> Result<Slot<'a>> {
     let weight = callable.weight + args.weight;
     let depth = args.depth.max(callable.depth);
     let mut args = sequence(args.value)?;
     let class = callee(callable.value, &mut args, "REDUCE");
-    let plain = |value: Value<'a>, depth: usize| Slot {
+    let (value, depth) = match plain_call(&class, &mut args, depth) {
+        Some(plain) => plain,
+        // The object holds the arguments in place of their tuple: same depth.
+        None => (object(class, args, Vec::new()), depth.max(1)),
+    };
+    Ok(Slot {
         value,
         weight,
         depth,
         memo: None,
-    };
-    let value = match (
+    })
+}
+
+/// The value and depth of the calls CPython's pickler uses for plain values and instances
+/// (CPython `Lib/copyreg.py`, `Objects/bytearrayobject.c`, `Objects/setobject.c`), or `None`
+/// for any other call. `args_depth` is the depth of the argument tuple.
+fn plain_call<'a>(
+    class: &Global<'a>,
+    args: &mut Vec<Value<'a>>,
+    args_depth: usize,
+) -> Option<(Value<'a>, usize)> {
+    let bytes = match (
         class.module.as_ref(),
         class.name.as_ref(),
         args.as_mut_slice(),
@@ -976,57 +989,42 @@ fn reduce<'a>(callable: Slot<'a>, args: Slot<'a>) -> Result<Slot<'a>> {
         | ("builtins", "bytearray", [Value::Str(text), Value::Str(encoding)])
             if is_latin1(encoding) =>
         {
-            match latin1_bytes(text) {
-                Some(bytes) => return Ok(plain(Value::Bytes(bytes), 0)),
-                None => None,
-            }
+            latin1_bytes(text)?
         }
-        ("builtins", "bytes" | "bytearray", []) => {
-            return Ok(plain(Value::Bytes(Cow::Borrowed(&[])), 0))
-        }
-        ("builtins", "bytes" | "bytearray", [Value::Bytes(bytes)]) => {
-            return Ok(plain(Value::Bytes(mem::take(bytes)), 0))
-        }
+        ("builtins", "bytes" | "bytearray", []) => Cow::Borrowed(&[][..]),
+        ("builtins", "bytes" | "bytearray", [Value::Bytes(bytes)]) => mem::take(bytes),
         // Protocols 0-3 pickle sets as `set([items])`.
-        ("builtins", "set" | "frozenset", []) => return Ok(plain(Value::Set(Vec::new()), 1)),
+        ("builtins", "set" | "frozenset", []) => return Some((Value::Set(Vec::new()), 1)),
         ("builtins", "set" | "frozenset", [Value::List(items)]) => {
-            return Ok(plain(Value::Set(mem::take(items)), depth.saturating_sub(1)))
+            let depth = args_depth.saturating_sub(1).max(1);
+            return Some((Value::Set(mem::take(items)), depth));
         }
-        // Protocols 0-1 instances: `copyreg._reconstructor(cls, base, state)`; the state is
-        // `base(obj)` for subclasses of builtins, the instance dict arrives by BUILD.
-        ("copyreg", "_reconstructor", [Value::Global(_), Value::Global(_), _]) => {
-            let state = args.pop().unwrap_or(Value::None);
-            let class = match args.swap_remove(0) {
-                Value::Global(class) => *class,
-                other => callee(other, &mut Vec::new(), "REDUCE"),
-            };
-            let args = match state {
+        // Protocols 0-1 instances: `copyreg._reconstructor(cls, base, state)`. The state is
+        // `base(obj)` for subclasses of builtins and None otherwise; `__dict__` comes by BUILD.
+        ("copyreg", "_reconstructor", [Value::Global(class), Value::Global(_), state]) => {
+            let args = match mem::replace(state, Value::None) {
                 Value::None => Vec::new(),
                 state => vec![state],
             };
-            return Ok(plain(object(class, args, Vec::new()), depth.max(1)));
+            return Some((
+                object((**class).clone(), args, Vec::new()),
+                args_depth.max(1),
+            ));
         }
         ("copyreg", "__newobj__", [Value::Global(_), ..]) => {
-            let class = match args.remove(0) {
-                Value::Global(class) => *class,
-                other => callee(other, &mut Vec::new(), "REDUCE"),
+            let Value::Global(class) = args.remove(0) else {
+                return None;
             };
-            return Ok(plain(object(class, args, Vec::new()), depth.max(1)));
+            let object = object(*class, mem::take(args), Vec::new());
+            return Some((object, args_depth.max(1)));
         }
-        ("copyreg", "__newobj_ex__", [Value::Global(_), Value::Tuple(_), Value::Dict(_)]) => {
-            let (kwargs, new_args, class) = (args.pop(), args.pop(), args.pop());
-            match (class, new_args, kwargs) {
-                (Some(Value::Global(class)), Some(Value::Tuple(a)), Some(Value::Dict(k))) => {
-                    return Ok(plain(object(*class, a, k), depth.max(1)));
-                }
-                _ => return Err(PickleError::Malformed("__newobj_ex__ arguments")),
-            }
+        ("copyreg", "__newobj_ex__", [Value::Global(class), Value::Tuple(a), Value::Dict(k)]) => {
+            let object = object((**class).clone(), mem::take(a), mem::take(k));
+            return Some((object, args_depth.max(1)));
         }
-        _ => None,
+        _ => return None,
     };
-    let value = value.unwrap_or_else(|| object(class, args, Vec::new()));
-    // The object holds the arguments in place of their tuple: same depth.
-    Ok(plain(value, depth.max(1)))
+    Some((Value::Bytes(bytes), 0))
 }
 
 fn object<'a>(
@@ -1047,38 +1045,38 @@ fn object<'a>(
 ///
 /// CPython pickles methods and classmethods as `getattr(owner, name)` (zoneinfo's
 /// `ZoneInfo._unpickle`): that becomes the dotted name `owner.name`. Any other computed callable
-/// is kept as the first argument of a pseudo-class `pickle.<OPCODE>`.
+/// becomes the first argument of the pseudo-class `pickle.<OPCODE>`.
 fn callee<'a>(callable: Value<'a>, args: &mut Vec<Value<'a>>, opcode: &'static str) -> Global<'a> {
+    if let Value::Object(object) = &callable {
+        if let Some(method) = method_name(object) {
+            return method;
+        }
+    }
     match callable {
         Value::Global(class) => *class,
-        Value::Object(object)
-            if object.class.module == "builtins"
-                && object.class.name == "getattr"
-                && object.kwargs.is_empty()
-                && object.state.is_none()
-                && object.items.is_empty()
-                && matches!(object.args.as_slice(), [Value::Global(_), Value::Str(_)]) =>
-        {
-            match object.args.as_slice() {
-                [Value::Global(owner), Value::Str(name)] => Global {
-                    module: owner.module.clone(),
-                    name: Cow::Owned(format!("{}.{}", owner.name, name)),
-                },
-                _ => computed_call(opcode),
-            }
-        }
         other => {
             args.insert(0, other);
-            computed_call(opcode)
+            Global {
+                module: Cow::Borrowed("pickle"),
+                name: Cow::Borrowed(opcode),
+            }
         }
     }
 }
 
-/// The pseudo-class `pickle.<OPCODE>` for calls of computed callables.
-fn computed_call(opcode: &'static str) -> Global<'static> {
-    Global {
-        module: Cow::Borrowed("pickle"),
-        name: Cow::Borrowed(opcode),
+/// `owner.name` for a plain `getattr(owner, name)` of a global.
+fn method_name<'a>(object: &Object<'a>) -> Option<Global<'a>> {
+    let getattr = object.class.module == "builtins"
+        && object.class.name == "getattr"
+        && object.kwargs.is_empty()
+        && object.state.is_none()
+        && object.items.is_empty();
+    match object.args.as_slice() {
+        [Value::Global(owner), Value::Str(name)] if getattr => Some(Global {
+            module: owner.module.clone(),
+            name: Cow::Owned(format!("{}.{name}", owner.name)),
+        }),
+        _ => None,
     }
 }
 
@@ -1102,10 +1100,9 @@ fn global<'a>(module: Cow<'a, str>, name: Cow<'a, str>) -> Global<'a> {
 }
 
 fn is_latin1(encoding: &str) -> bool {
-    matches!(
-        encoding.to_ascii_lowercase().as_str(),
-        "latin1" | "latin-1" | "latin_1" | "iso-8859-1" | "iso8859-1"
-    )
+    ["latin1", "latin-1", "latin_1", "iso-8859-1", "iso8859-1"]
+        .iter()
+        .any(|name| encoding.eq_ignore_ascii_case(name))
 }
 
 /// The bytes a `str.encode('latin1')` gives, or `None` above U+00FF.
