@@ -1,5 +1,8 @@
 //! Frame payload to Logstash event: pickle decode + v1 event, JSON decode + event, per record.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::SystemTime;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -25,6 +28,14 @@ fn bench(c: &mut Criterion) {
         ("json_record", FrameKind::Line, include_bytes!("data/record.json").trim_ascii_end()),
         ("json_logstash_event", FrameKind::Line, include_bytes!("data/logstash.json").trim_ascii_end()),
     ];
+    let typical = &include_bytes!("data/typical.frame")[4..];
+    let limits = pystash::decode::pickle::Limits::default();
+    group.bench_function("pickle_decode_only", |b| {
+        b.iter(|| match pystash::decode::pickle::decode(typical, &limits) {
+            Ok(pystash::Value::Dict(items)) => items.len(),
+            _ => panic!("sample decodes to a dict"),
+        })
+    });
     for version in [LogstashVersion::V1, LogstashVersion::V0] {
         let mut decoder = decoder(version);
         let mut out = Vec::with_capacity(4096);

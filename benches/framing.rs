@@ -1,5 +1,8 @@
 //! Stream framing: cutting a TCP read buffer of SocketHandler frames and JSON lines.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use pystash::intake::framing::StreamFramer;

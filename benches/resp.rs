@@ -1,5 +1,8 @@
 //! RESP encoding of one multi-value RPUSH, and the pipeline that batches events into it.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pystash::redis::pipeline::{Pipeline, PipelineConfig, PushCommand, Reply};
