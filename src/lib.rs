@@ -15,6 +15,7 @@
 pub mod config;
 pub mod decode;
 pub mod event;
+pub mod host;
 pub mod intake;
 pub mod redis;
 pub mod repr;

@@ -1,1 +1,172 @@
-//! TODO
+//! Counters for every record received, rejected, dropped and pushed.
+//!
+//! Each worker owns one [`Stats`] (atomics written by that worker only, so there is no
+//! contention); the reporter sums them with [`Snapshot::add`].
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a frame was rejected. Every variant is caused by the client's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reject {
+    /// The frame was longer than `--max-record-bytes`.
+    Oversized,
+    /// A datagram's length prefix disagreed with its size.
+    BadLength,
+    /// The pickle could not be decoded (malformed, too deep, too large).
+    BadPickle,
+    /// A text line was not valid UTF-8.
+    BadUtf8,
+    /// A pickle or JSON value was not a record or an event object.
+    NotARecord,
+    /// A stream ended in the middle of a frame.
+    Truncated,
+}
+
+impl Reject {
+    /// All reasons, in reporting order.
+    pub const ALL: [Reject; 6] = [
+        Reject::Oversized,
+        Reject::BadLength,
+        Reject::BadPickle,
+        Reject::BadUtf8,
+        Reject::NotARecord,
+        Reject::Truncated,
+    ];
+
+    /// The counter's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reject::Oversized => "oversized",
+            Reject::BadLength => "bad_length",
+            Reject::BadPickle => "bad_pickle",
+            Reject::BadUtf8 => "bad_utf8",
+            Reject::NotARecord => "not_a_record",
+            Reject::Truncated => "truncated",
+        }
+    }
+}
+
+/// One worker's counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Frames read from clients (good or bad).
+    pub received: AtomicU64,
+    /// Frames rejected, by [`Reject`] reason.
+    pub rejected: [AtomicU64; Reject::ALL.len()],
+    /// Records dropped because the buffer was full (UDP only; streams are paused instead).
+    pub dropped_buffer_full: AtomicU64,
+    /// Records dropped at shutdown because Redis could not take them in time.
+    pub dropped_shutdown: AtomicU64,
+    /// Records Redis acknowledged.
+    pub pushed: AtomicU64,
+    /// Error replies and connection failures.
+    pub redis_errors: AtomicU64,
+    /// Connections to Redis made after a lost one.
+    pub reconnects: AtomicU64,
+    /// Records waiting for Redis right now.
+    pub buffered: AtomicU64,
+}
+
+impl Stats {
+    /// Counts one rejected frame.
+    pub fn reject(&self, reason: Reject) {
+        self.rejected[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// A plain copy of the counters.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            received: self.received.load(Relaxed),
+            rejected: std::array::from_fn(|i| self.rejected[i].load(Relaxed)),
+            dropped_buffer_full: self.dropped_buffer_full.load(Relaxed),
+            dropped_shutdown: self.dropped_shutdown.load(Relaxed),
+            pushed: self.pushed.load(Relaxed),
+            redis_errors: self.redis_errors.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            buffered: self.buffered.load(Relaxed),
+        }
+    }
+}
+
+/// Counters at one moment, summed over workers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// See [`Stats::received`].
+    pub received: u64,
+    /// See [`Stats::rejected`].
+    pub rejected: [u64; Reject::ALL.len()],
+    /// See [`Stats::dropped_buffer_full`].
+    pub dropped_buffer_full: u64,
+    /// See [`Stats::dropped_shutdown`].
+    pub dropped_shutdown: u64,
+    /// See [`Stats::pushed`].
+    pub pushed: u64,
+    /// See [`Stats::redis_errors`].
+    pub redis_errors: u64,
+    /// See [`Stats::reconnects`].
+    pub reconnects: u64,
+    /// See [`Stats::buffered`].
+    pub buffered: u64,
+}
+
+impl Snapshot {
+    /// Adds another worker's counters.
+    pub fn add(&mut self, other: &Snapshot) {
+        self.received += other.received;
+        for (a, b) in self.rejected.iter_mut().zip(other.rejected) {
+            *a += b;
+        }
+        self.dropped_buffer_full += other.dropped_buffer_full;
+        self.dropped_shutdown += other.dropped_shutdown;
+        self.pushed += other.pushed;
+        self.redis_errors += other.redis_errors;
+        self.reconnects += other.reconnects;
+        self.buffered += other.buffered;
+    }
+
+    /// All rejections.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+
+    /// All drops.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped_buffer_full + self.dropped_shutdown
+    }
+}
+
+/// `key=value` pairs, zero rejection reasons left out.
+impl fmt::Display for Snapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "received={} pushed={} buffered={} dropped={} rejected={} redis_errors={} reconnects={}",
+            self.received,
+            self.pushed,
+            self.buffered,
+            self.dropped_total(),
+            self.rejected_total(),
+            self.redis_errors,
+            self.reconnects,
+        )?;
+        for reason in Reject::ALL {
+            let n = self.rejected[reason as usize];
+            if n > 0 {
+                write!(f, " rejected_{}={n}", reason.name())?;
+            }
+        }
+        if self.dropped_buffer_full > 0 {
+            write!(f, " dropped_buffer_full={}", self.dropped_buffer_full)?;
+        }
+        if self.dropped_shutdown > 0 {
+            write!(f, " dropped_shutdown={}", self.dropped_shutdown)?;
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,351 @@
-//! TODO
+//! JSON lines to [`Value`]s, parsed in place with simd-json.
+//!
+//! A JSON frame is either a record dict (a `LogRecord.__dict__` sent as JSON) or a ready event
+//! (python-logstash and friends); [`crate::event`] tells them apart. Strings are unescaped in place
+//! by simd-json, so every [`Value::Str`] borrows from the caller's buffer.
+
+use std::borrow::Cow;
+
+use simd_json::{Buffers, ErrorType, Node, StaticNode, Tape};
+
+use crate::value::Value;
+
+/// Nesting deeper than this is rejected, so that converting, writing and dropping a [`Value`]
+/// never recurses deep enough to overflow a thread's stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// Why a JSON frame was rejected (always the sender's input).
+#[derive(Debug, thiserror::Error)]
+pub enum JsonError {
+    /// The frame is not valid UTF-8.
+    #[error("invalid UTF-8 in JSON at byte {offset}")]
+    InvalidUtf8 {
+        /// Byte offset simd-json reported.
+        offset: usize,
+    },
+    /// The frame is not one well-formed JSON value (syntax error, trailing data, a number out of
+    /// range, ...).
+    #[error("invalid JSON: {0}")]
+    Syntax(#[source] simd_json::Error),
+    /// Arrays and objects are nested deeper than [`MAX_DEPTH`].
+    #[error("JSON nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// A JSON parser that keeps its scratch buffers between frames.
+pub struct JsonDecoder {
+    buffers: Buffers,
+    // Emptied after every frame; only the allocation is kept (see `Tape::reset`).
+    tape: Tape<'static>,
+}
+
+impl Default for JsonDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JsonDecoder {
+    /// A decoder with buffers sized for typical log records; they grow as needed.
+    pub fn new() -> Self {
+        Self {
+            buffers: Buffers::new(4096),
+            tape: Tape(Vec::new()),
+        }
+    }
+
+    /// Parses one complete JSON document.
+    ///
+    /// simd-json unescapes strings inside `input`, which is why it is `&mut`; the returned value
+    /// borrows every string from it. Objects become [`Value::Dict`] with [`Value::Str`] keys in
+    /// document order, duplicate keys included (the event writer applies Python's last-one-wins
+    /// rule at the top level). Integers above `i64::MAX` become [`Value::BigInt`]; integers beyond
+    /// `u64` are rejected by simd-json.
+    ///
+    /// # Errors
+    ///
+    /// [`JsonError`] when `input` is not exactly one valid JSON value in UTF-8 (trailing data
+    /// included) or nests deeper than [`MAX_DEPTH`].
+    pub fn decode<'a>(&mut self, input: &'a mut [u8]) -> Result<Value<'a>, JsonError> {
+        let mut tape: Tape<'a> = std::mem::replace(&mut self.tape, Tape(Vec::new())).reset();
+        let parsed = simd_json::fill_tape(input, &mut self.buffers, &mut tape);
+        let result = match parsed {
+            Ok(()) => {
+                let mut pos = 0;
+                convert(&tape.0, &mut pos, 0)
+            }
+            Err(e) => Err(match e.error() {
+                ErrorType::InvalidUtf8 => JsonError::InvalidUtf8 { offset: e.index() },
+                _ => JsonError::Syntax(e),
+            }),
+        };
+        self.tape = tape.reset();
+        result
+    }
+}
+
+/// Converts the node at `tape[*pos]` (and its children), leaving `*pos` after it.
+fn convert<'a>(tape: &[Node<'a>], pos: &mut usize, depth: usize) -> Result<Value<'a>, JsonError> {
+    let Some(node) = tape.get(*pos) else {
+        // simd-json returned Ok with a short tape: treat as malformed rather than panic.
+        return Err(JsonError::Syntax(simd_json::Error::generic(ErrorType::Eof)));
+    };
+    *pos += 1;
+    Ok(match *node {
+        Node::String(s) => Value::Str(Cow::Borrowed(s)),
+        Node::Static(s) => match s {
+            StaticNode::Null => Value::None,
+            StaticNode::Bool(b) => Value::Bool(b),
+            StaticNode::I64(i) => Value::Int(i),
+            StaticNode::U64(u) => match i64::try_from(u) {
+                Ok(i) => Value::Int(i),
+                Err(_) => Value::BigInt(u.to_string()),
+            },
+            StaticNode::F64(f) => Value::Float(f),
+        },
+        Node::Array { len, .. } => {
+            if depth >= MAX_DEPTH {
+                return Err(JsonError::TooDeep);
+            }
+            let mut items = Vec::with_capacity(len);
+            for _ in 0..len {
+                items.push(convert(tape, pos, depth + 1)?);
+            }
+            Value::List(items)
+        }
+        Node::Object { len, .. } => {
+            if depth >= MAX_DEPTH {
+                return Err(JsonError::TooDeep);
+            }
+            let mut items = Vec::with_capacity(len);
+            for _ in 0..len {
+                let key = convert(tape, pos, depth + 1)?;
+                let value = convert(tape, pos, depth + 1)?;
+                items.push((key, value));
+            }
+            Value::Dict(items)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(text: &str) -> Result<Value<'static>, JsonError> {
+        let mut bytes = text.as_bytes().to_vec();
+        let mut decoder = JsonDecoder::new();
+        decoder.decode(&mut bytes).map(|v| owned(&v))
+    }
+
+    /// Detaches a value from its buffer so tests can return it.
+    fn owned(v: &Value<'_>) -> Value<'static> {
+        match v {
+            Value::Str(s) => Value::Str(Cow::Owned(s.to_string())),
+            Value::List(items) => Value::List(items.iter().map(owned).collect()),
+            Value::Dict(items) => {
+                Value::Dict(items.iter().map(|(k, v)| (owned(k), owned(v))).collect())
+            }
+            Value::None => Value::None,
+            Value::Bool(b) => Value::Bool(*b),
+            Value::Int(i) => Value::Int(*i),
+            Value::BigInt(s) => Value::BigInt(s.clone()),
+            Value::Float(f) => Value::Float(*f),
+            other => panic!("JSON never yields {other:?}"),
+        }
+    }
+
+    fn s(text: &str) -> Value<'static> {
+        Value::Str(Cow::Owned(text.to_owned()))
+    }
+
+    #[test]
+    fn scalars() {
+        assert_eq!(decode("null").unwrap(), Value::None);
+        assert_eq!(decode("true").unwrap(), Value::Bool(true));
+        assert_eq!(decode(" false ").unwrap(), Value::Bool(false));
+        assert_eq!(decode("-42").unwrap(), Value::Int(-42));
+        assert_eq!(decode("0").unwrap(), Value::Int(0));
+        assert_eq!(decode("1.5").unwrap(), Value::Float(1.5));
+        assert_eq!(decode("-2e3").unwrap(), Value::Float(-2000.0));
+        assert_eq!(decode("\"hi\"").unwrap(), s("hi"));
+    }
+
+    #[test]
+    fn integer_limits() {
+        assert_eq!(decode("9223372036854775807").unwrap(), Value::Int(i64::MAX));
+        assert_eq!(
+            decode("-9223372036854775808").unwrap(),
+            Value::Int(i64::MIN)
+        );
+        assert_eq!(
+            decode("9223372036854775808").unwrap(),
+            Value::BigInt("9223372036854775808".into())
+        );
+        assert_eq!(
+            decode("18446744073709551615").unwrap(),
+            Value::BigInt("18446744073709551615".into())
+        );
+    }
+
+    #[test]
+    fn object_keeps_document_order() {
+        // More keys than halfbrown's vector backend holds, to show order does not depend on it.
+        let keys: Vec<String> = (0..100).map(|i| format!("k{}", (i * 37) % 100)).collect();
+        let body: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("\"{k}\":{i}"))
+            .collect();
+        let text = format!("{{{}}}", body.join(","));
+        let Value::Dict(items) = decode(&text).unwrap() else {
+            panic!("not a dict");
+        };
+        assert_eq!(items.len(), 100);
+        for (i, (k, v)) in items.iter().enumerate() {
+            assert_eq!(k, &s(&keys[i]));
+            assert_eq!(v, &Value::Int(i as i64));
+        }
+    }
+
+    #[test]
+    fn nested_round_trip() {
+        let text = r#"{"name":"app.db","args":[1,"x",null,[true,{"a":2.25}]],"msg":"hello","e":{}, "l":[]}"#;
+        let value = decode(text).unwrap();
+        assert_eq!(
+            value,
+            Value::Dict(vec![
+                (s("name"), s("app.db")),
+                (
+                    s("args"),
+                    Value::List(vec![
+                        Value::Int(1),
+                        s("x"),
+                        Value::None,
+                        Value::List(vec![
+                            Value::Bool(true),
+                            Value::Dict(vec![(s("a"), Value::Float(2.25))]),
+                        ]),
+                    ])
+                ),
+                (s("msg"), s("hello")),
+                (s("e"), Value::Dict(vec![])),
+                (s("l"), Value::List(vec![])),
+            ])
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_kept_in_order() {
+        let value = decode(r#"{"a":1,"b":2,"a":3}"#).unwrap();
+        assert_eq!(
+            value,
+            Value::Dict(vec![
+                (s("a"), Value::Int(1)),
+                (s("b"), Value::Int(2)),
+                (s("a"), Value::Int(3)),
+            ])
+        );
+    }
+
+    #[test]
+    fn strings_borrow_from_input() {
+        let mut bytes = br#"{"plain":"text","esc":"a\nb"}"#.to_vec();
+        let range = bytes.as_ptr_range();
+        let mut decoder = JsonDecoder::new();
+        let value = decoder.decode(&mut bytes).unwrap();
+        let Value::Dict(items) = &value else {
+            panic!("not a dict")
+        };
+        for (k, v) in items {
+            for s in [k, v] {
+                let Value::Str(Cow::Borrowed(text)) = s else {
+                    panic!("{s:?} is not borrowed");
+                };
+                assert!(range.contains(&text.as_ptr()));
+            }
+        }
+        assert_eq!(value.get("esc").unwrap().as_str(), Some("a\nb"));
+    }
+
+    #[test]
+    fn unicode_escapes() {
+        assert_eq!(decode(r#""\u00e9""#).unwrap(), s("é"));
+        assert_eq!(decode(r#""\u20ac""#).unwrap(), s("€"));
+        // A surrogate pair.
+        assert_eq!(decode(r#""\ud83d\ude00""#).unwrap(), s("😀"));
+        assert_eq!(
+            decode(r#""q\"b\\s\/n\nr\rt\tb\bf\f""#).unwrap(),
+            s("q\"b\\s/n\nr\rt\tb\u{8}f\u{c}")
+        );
+        // Raw UTF-8 passes through.
+        assert_eq!(decode("\"日本語 ü\"").unwrap(), s("日本語 ü"));
+    }
+
+    #[test]
+    fn invalid_input() {
+        for bad in [
+            "",
+            "{",
+            "{\"a\":}",
+            "[1,2",
+            "{\"a\":1} x",
+            "{\"a\":1}{}",
+            "tru",
+            "\"unterminated",
+            "{'a':1}",
+            "[1,]",
+            "\"\\x\"",
+            "01",
+            "\"a\u{1}b\"",
+            "hello world",
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8() {
+        let mut decoder = JsonDecoder::new();
+        let mut bytes = b"{\"a\":\"\xff\xfe\"}".to_vec();
+        assert!(matches!(
+            decoder.decode(&mut bytes),
+            Err(JsonError::InvalidUtf8 { .. })
+        ));
+        let mut bytes = b"\"\xc3\"".to_vec();
+        assert!(decoder.decode(&mut bytes).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_does_not_crash() {
+        let mut decoder = JsonDecoder::new();
+        for depth in [MAX_DEPTH, MAX_DEPTH + 1, 100_000] {
+            let mut text = "[".repeat(depth).into_bytes();
+            text.extend("]".repeat(depth).into_bytes());
+            let result = decoder.decode(&mut text);
+            if depth <= MAX_DEPTH {
+                assert!(result.is_ok(), "depth {depth}");
+            } else {
+                assert!(matches!(result, Err(JsonError::TooDeep)), "depth {depth}");
+            }
+            let mut text = "{\"a\":".repeat(depth).into_bytes();
+            text.extend(b"1");
+            text.extend("}".repeat(depth).into_bytes());
+            let result = decoder.decode(&mut text);
+            assert_eq!(result.is_ok(), depth <= MAX_DEPTH, "depth {depth}");
+        }
+    }
+
+    #[test]
+    fn decoder_is_reusable() {
+        let mut decoder = JsonDecoder::new();
+        for i in 0..50 {
+            let mut bad = b"{\"a\":".to_vec();
+            assert!(decoder.decode(&mut bad).is_err());
+            let mut text = format!("{{\"i\":{i},\"s\":\"{}\"}}", "x".repeat(i * 100)).into_bytes();
+            let value = decoder.decode(&mut text).unwrap();
+            assert_eq!(value.get("i"), Some(&Value::Int(i as i64)));
+            assert_eq!(value.get("s").unwrap().as_str().unwrap().len(), i * 100);
+        }
+    }
+}

@@ -1,0 +1,546 @@
+//! The readiness-based engine (epoll through mio): one thread per worker owning its UDP socket,
+//! TCP and unix listeners, their connections and its Redis connection. Reads are batched per
+//! wakeup, so under load each wakeup turns many records into one push.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::BytesMut;
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use slab::Slab;
+use tracing::{debug, info, warn};
+
+use super::Listeners;
+use crate::config::Config;
+use crate::intake::framing::{decode_datagram, FrameError, StreamFramer};
+use crate::intake::Decoder;
+use crate::redis::pipeline::{Pipeline, PipelineConfig};
+use crate::redis::sink::Sink;
+use crate::stats::{Reject, Stats};
+
+const UDP: Token = Token(0);
+const TCP: Token = Token(1);
+const UNIX: Token = Token(2);
+const REDIS: Token = Token(3);
+const WAKER: Token = Token(4);
+const FIRST_CONN: usize = 16;
+
+/// Datagrams read per wakeup before other sockets get a turn.
+const UDP_BUDGET: usize = 1024;
+/// Bytes read from one connection per turn.
+const STREAM_BUDGET: usize = 1 << 20;
+/// Read size for streams.
+const READ_CHUNK: usize = 64 * 1024;
+/// Largest UDP payload, plus one byte to notice truncation.
+const DATAGRAM_BUF: usize = 65_536;
+/// Commands pipelined on the Redis connection.
+const MAX_IN_FLIGHT: usize = 8;
+/// Records per push at most.
+const MAX_BATCH_RECORDS: usize = 1024;
+/// Event bytes per push at most.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+/// A rejection reason is logged at most this often per worker.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn source(&mut self) -> &mut dyn Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+}
+
+impl Stream {
+    fn fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+}
+
+/// Reads from `fd` into the spare capacity of `buf`, without zeroing it first.
+fn read_into(fd: RawFd, buf: &mut BytesMut) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    // Safety: read(2) writes at most `spare.len()` bytes into memory we own and never reads it.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // Safety: the first `n` spare bytes were initialised by read(2) just above.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+struct Conn {
+    stream: Stream,
+    peer: String,
+    buf: BytesMut,
+    framer: StreamFramer,
+    /// In the ready list (readable, or holding frames while the buffer was full).
+    queued: bool,
+}
+
+/// Logs rejections at most once per interval and reason, with how many were not logged.
+struct RejectLog {
+    last: [Option<Instant>; Reject::ALL.len()],
+    unlogged: [u64; Reject::ALL.len()],
+}
+
+impl RejectLog {
+    fn note(&mut self, reason: Reject, peer: &str, detail: &dyn std::fmt::Display, now: Instant) {
+        let i = reason as usize;
+        debug!(reason = reason.name(), peer, %detail, "rejected frame");
+        if self.last[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_INTERVAL) {
+            self.unlogged[i] += 1;
+            return;
+        }
+        warn!(
+            reason = reason.name(),
+            peer,
+            also_rejected_since_last_report = self.unlogged[i],
+            "rejected a frame: {detail}"
+        );
+        self.last[i] = Some(now);
+        self.unlogged[i] = 0;
+    }
+}
+
+/// One worker: its sockets, its connections, its Redis sink.
+pub struct Worker {
+    id: usize,
+    poll: Poll,
+    waker: Arc<Waker>,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    unix: Option<UnixListener>,
+    conns: Slab<Conn>,
+    ready: VecDeque<usize>,
+    udp_ready: bool,
+    decoder: Decoder,
+    event: Vec<u8>,
+    datagram: Vec<u8>,
+    max_record_bytes: usize,
+    sink: Sink,
+    stats: Arc<Stats>,
+    shutdown: Arc<AtomicBool>,
+    shutdown_timeout: Duration,
+    rejects: RejectLog,
+}
+
+impl Worker {
+    /// Registers the sockets with a new poller.
+    ///
+    /// # Errors
+    /// When the poller cannot be created or a socket registered.
+    pub fn new(
+        id: usize,
+        listeners: Listeners,
+        config: &Config,
+        buffer_records: usize,
+        stats: Arc<Stats>,
+        shutdown: Arc<AtomicBool>,
+    ) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let mut udp = UdpSocket::from_std(listeners.udp);
+        let mut tcp = TcpListener::from_std(listeners.tcp);
+        let mut unix = listeners.unix.map(UnixListener::from_std);
+        poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
+        poll.registry().register(&mut tcp, TCP, Interest::READABLE)?;
+        if let Some(unix) = &mut unix {
+            poll.registry().register(unix, UNIX, Interest::READABLE)?;
+        }
+        let pipeline = Pipeline::new(PipelineConfig {
+            key: config.queue.clone(),
+            command: config.push,
+            capacity: buffer_records,
+            max_batch_records: MAX_BATCH_RECORDS,
+            max_batch_bytes: MAX_BATCH_BYTES,
+            max_in_flight: MAX_IN_FLIGHT,
+        });
+        let sink = Sink::new(config.redis.clone(), REDIS, pipeline, Arc::clone(&stats), Instant::now());
+        Ok(Worker {
+            id,
+            poll,
+            waker,
+            udp: Some(udp),
+            tcp: Some(tcp),
+            unix,
+            conns: Slab::new(),
+            ready: VecDeque::new(),
+            udp_ready: true,
+            decoder: Decoder::new(config.event.clone()),
+            event: Vec::with_capacity(4096),
+            datagram: vec![0; DATAGRAM_BUF + 1],
+            max_record_bytes: config.max_record_bytes,
+            sink,
+            stats,
+            shutdown,
+            shutdown_timeout: config.shutdown_timeout,
+            rejects: RejectLog {
+                last: [None; Reject::ALL.len()],
+                unlogged: [0; Reject::ALL.len()],
+            },
+        })
+    }
+
+    /// Wakes this worker's loop (used to signal shutdown).
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// Runs the loop until shutdown, then flushes.
+    pub fn run(mut self) {
+        let _span = tracing::info_span!("worker", id = self.id).entered();
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            let busy = self.udp_ready || (!self.ready.is_empty() && !self.sink.pipeline_ref().is_full());
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                self.sink.deadline().map(|d| d.saturating_duration_since(now))
+            };
+            if let Err(err) = self.poll.poll(&mut events, timeout) {
+                if err.kind() != io::ErrorKind::Interrupted {
+                    warn!(worker = self.id, %err, "poll failed");
+                }
+                continue;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    UDP => self.udp_ready = true,
+                    TCP | UNIX => self.accept(event.token()),
+                    REDIS => self.sink.handle_event(self.poll.registry(), event, now),
+                    WAKER => {}
+                    Token(n) => self.mark_ready(n - FIRST_CONN),
+                }
+            }
+            if self.shutdown.load(Ordering::SeqCst) {
+                break;
+            }
+            self.read_udp(now);
+            self.read_streams(now);
+            self.sink.poll(self.poll.registry(), now);
+            self.update_gauge();
+        }
+        self.finish();
+    }
+
+    fn update_gauge(&self) {
+        self.stats
+            .buffered
+            .store(self.sink.pipeline_ref().len() as u64, Ordering::Relaxed);
+    }
+
+    fn mark_ready(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.queued {
+                conn.queued = true;
+                self.ready.push_back(key);
+            }
+        }
+    }
+
+    fn accept(&mut self, token: Token) {
+        loop {
+            let accepted = match token {
+                TCP => match &self.tcp {
+                    Some(l) => l.accept().map(|(s, peer)| {
+                        let _ = s.set_nodelay(true);
+                        (Stream::Tcp(s), peer.to_string())
+                    }),
+                    None => return,
+                },
+                _ => match &self.unix {
+                    Some(l) => l.accept().map(|(s, _)| (Stream::Unix(s), "unix".to_owned())),
+                    None => return,
+                },
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    // EMFILE and friends: the connection waits in the backlog; try later.
+                    warn!(worker = self.id, %err, "accept failed");
+                    return;
+                }
+            };
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            let mut conn = Conn {
+                stream,
+                peer,
+                buf: BytesMut::new(),
+                framer: StreamFramer::new(self.max_record_bytes),
+                queued: true,
+            };
+            if let Err(err) = self
+                .poll
+                .registry()
+                .register(conn.stream.source(), Token(FIRST_CONN + key), Interest::READABLE)
+            {
+                warn!(worker = self.id, %err, "cannot watch a new connection");
+                continue;
+            }
+            debug!(worker = self.id, peer = %conn.peer, "connection accepted");
+            entry.insert(conn);
+            // Data may have arrived before registration: read once without waiting for an edge.
+            self.ready.push_back(key);
+        }
+    }
+
+    /// Decodes one frame's payload and hands the event to the pipeline.
+    fn take_frame(&mut self, kind: crate::intake::framing::FrameKind, payload: &mut [u8], peer: &str, now: Instant) {
+        Stats::add(&self.stats.received, 1);
+        self.event.clear();
+        match self.decoder.decode(kind, payload, SystemTime::now(), &mut self.event) {
+            Ok(()) => {
+                if !self.sink.pipeline().push(&self.event) {
+                    Stats::add(&self.stats.dropped_buffer_full, 1);
+                }
+            }
+            Err(reason) => {
+                self.stats.reject(reason);
+                self.rejects.note(reason, peer, &reason.name(), now);
+            }
+        }
+    }
+
+    fn reject_frame(&mut self, err: FrameError, peer: &str, now: Instant) {
+        Stats::add(&self.stats.received, 1);
+        let reason = Reject::from(err);
+        self.stats.reject(reason);
+        self.rejects.note(reason, peer, &err, now);
+    }
+
+    fn read_udp(&mut self, now: Instant) {
+        if !self.udp_ready {
+            return;
+        }
+        let Some(udp) = self.udp.take() else {
+            self.udp_ready = false;
+            return;
+        };
+        let mut datagram = std::mem::take(&mut self.datagram);
+        for _ in 0..UDP_BUDGET {
+            let (len, peer) = match udp.recv_from(&mut datagram) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.udp_ready = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => {
+                    debug!(worker = self.id, %err, "udp receive error");
+                    continue;
+                }
+            };
+            if self.sink.pipeline_ref().is_full() {
+                // Datagrams cannot be paused: the newest are dropped, and counted.
+                Stats::add(&self.stats.received, 1);
+                Stats::add(&self.stats.dropped_buffer_full, 1);
+                continue;
+            }
+            let peer = peer.to_string();
+            let (kind, range) = match decode_datagram(&datagram[..len], self.max_record_bytes) {
+                Ok(framed) => framed,
+                Err(err) => {
+                    self.reject_frame(err, &peer, now);
+                    continue;
+                }
+            };
+            self.take_frame(kind, &mut datagram[range], &peer, now);
+        }
+        self.datagram = datagram;
+        self.udp = Some(udp);
+    }
+
+    fn read_streams(&mut self, now: Instant) {
+        for _ in 0..self.ready.len() {
+            if self.sink.pipeline_ref().is_full() {
+                return;
+            }
+            let Some(key) = self.ready.pop_front() else {
+                return;
+            };
+            match self.read_conn(key, now) {
+                ConnState::Drained => {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        conn.queued = false;
+                    }
+                }
+                ConnState::More => self.ready.push_back(key),
+                ConnState::Closed => self.close(key),
+            }
+        }
+    }
+
+    /// Decodes what `key` has buffered and reads more, within the budget.
+    fn read_conn(&mut self, key: usize, now: Instant) -> ConnState {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return ConnState::Drained;
+        };
+        let mut buf = std::mem::take(&mut conn.buf);
+        let peer = std::mem::take(&mut conn.peer);
+        let state = self.drive_conn(key, &mut buf, &peer, now);
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.buf = buf;
+            conn.peer = peer;
+        }
+        state
+    }
+
+    fn drive_conn(&mut self, key: usize, buf: &mut BytesMut, peer: &str, now: Instant) -> ConnState {
+        let mut read = 0;
+        loop {
+            // Frames already buffered go first; stop (keeping them) when the pipeline is full.
+            loop {
+                if self.sink.pipeline_ref().is_full() {
+                    return ConnState::More;
+                }
+                let framed = self.conns[key].framer.decode(buf);
+                match framed {
+                    Ok(Some(mut frame)) => self.take_frame(frame.kind, &mut frame.payload, peer, now),
+                    Ok(None) => break,
+                    Err(err) => self.reject_frame(err, peer, now),
+                }
+            }
+            if read >= STREAM_BUDGET {
+                return ConnState::More;
+            }
+            buf.reserve(READ_CHUNK);
+            let start = buf.len();
+            let result = read_into(self.conns[key].stream.fd(), buf);
+            match result {
+                Ok(0) => {
+                    self.finish_conn(key, buf, peer, now);
+                    return ConnState::Closed;
+                }
+                Ok(n) => {
+                    debug_assert_eq!(buf.len(), start + n);
+                    read += n;
+                }
+                Err(e) => {
+                    match e.kind() {
+                        io::ErrorKind::WouldBlock => return ConnState::Drained,
+                        io::ErrorKind::Interrupted => {}
+                        _ => {
+                            debug!(peer, err = %e, "connection error");
+                            self.finish_conn(key, buf, peer, now);
+                            return ConnState::Closed;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The peer closed: what is left becomes a last frame or a truncation.
+    fn finish_conn(&mut self, key: usize, buf: &mut BytesMut, peer: &str, now: Instant) {
+        loop {
+            let framed = self.conns[key].framer.decode(buf);
+            match framed {
+                Ok(Some(mut frame)) => self.take_frame(frame.kind, &mut frame.payload, peer, now),
+                Ok(None) => break,
+                Err(err) => self.reject_frame(err, peer, now),
+            }
+        }
+        let last = self.conns[key].framer.finish(buf);
+        match last {
+            Ok(Some(mut frame)) => self.take_frame(frame.kind, &mut frame.payload, peer, now),
+            Ok(None) => {}
+            Err(err) => self.reject_frame(err, peer, now),
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(conn.stream.source());
+            debug!(worker = self.id, peer = %conn.peer, "connection closed");
+        }
+    }
+
+    /// Stops accepting, takes in what the sockets already hold, and flushes to Redis until
+    /// empty or the shutdown timeout.
+    fn finish(mut self) {
+        let registry: &Registry = self.poll.registry();
+        if let Some(mut l) = self.tcp.take() {
+            let _ = registry.deregister(&mut l);
+        }
+        if let Some(mut l) = self.unix.take() {
+            let _ = registry.deregister(&mut l);
+        }
+        self.sink.pipeline().set_capacity(usize::MAX);
+        let now = Instant::now();
+        self.udp_ready = true;
+        self.read_udp(now);
+        self.udp = None;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            // One pass: what the kernel holds now; a client still sending is cut off here.
+            let mut buf = std::mem::take(&mut self.conns[key].buf);
+            let peer = std::mem::take(&mut self.conns[key].peer);
+            while let ConnState::More = self.drive_conn(key, &mut buf, &peer, now) {}
+            if self.conns.contains(key) {
+                self.finish_conn(key, &mut buf, &peer, now);
+                self.close(key);
+            }
+        }
+        let deadline = now + self.shutdown_timeout;
+        let mut events = Events::with_capacity(64);
+        loop {
+            let now = Instant::now();
+            self.sink.poll(self.poll.registry(), now);
+            self.update_gauge();
+            if self.sink.pipeline_ref().is_empty() {
+                break;
+            }
+            if now >= deadline {
+                let lost = self.sink.abandon();
+                Stats::add(&self.stats.dropped_shutdown, lost as u64);
+                break;
+            }
+            let wait = self
+                .sink
+                .deadline()
+                .unwrap_or(deadline)
+                .min(deadline)
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1));
+            if self.poll.poll(&mut events, Some(wait)).is_ok() {
+                let now = Instant::now();
+                for event in events.iter() {
+                    if event.token() == REDIS {
+                        self.sink.handle_event(self.poll.registry(), event, now);
+                    }
+                }
+            }
+        }
+        self.update_gauge();
+        info!("worker stopped");
+    }
+}
+
+enum ConnState {
+    /// Read until the socket had nothing more; wait for the next readiness event.
+    Drained,
+    /// Budget used or pipeline full: come back to it.
+    More,
+    /// The peer closed or failed; remove it.
+    Closed,
+}
