@@ -72,19 +72,15 @@ fn full_scenario(transport: &str, version: u8, extra: &[&str]) {
         "--redis-queue",
         "q-intake",
     ];
-    if transport == "unix" {
+    let (unix, udp) = (transport.starts_with("unix"), transport.starts_with("udp"));
+    if unix {
         args.extend(["--unix", sock]);
     }
     args.extend(extra);
     let proxy = Pystash::start(&redis, &args);
-    let port = if transport == "udp" {
-        proxy.udp_port
-    } else {
-        proxy.tcp_port
-    }
-    .to_string();
+    let port = if udp { proxy.udp_port } else { proxy.tcp_port }.to_string();
     let mut client = vec!["--transport", transport, "--scenario", "full"];
-    if transport == "unix" {
+    if unix {
         client.extend(["--path", sock]);
     } else {
         client.extend(["--port", &port]);
@@ -108,12 +104,7 @@ fn full_scenario(transport: &str, version: u8, extra: &[&str]) {
         ));
     }
     // Records from one connection arrive in order; datagrams may be reordered across workers.
-    failures.extend(check_records(
-        &events,
-        records,
-        &configured(version),
-        transport != "udp",
-    ));
+    failures.extend(check_records(&events, records, &configured(version), !udp));
     clean_stats(&stopped, records.len(), &mut failures);
     assert_none(
         &format!("{transport} --logstash-version {version}"),
@@ -149,6 +140,24 @@ fn unix_socket_handler_v1() {
 #[test]
 fn unix_socket_handler_v0() {
     full_scenario("unix", 0, &[]);
+}
+
+// The same records as JSON objects (SocketHandler's dict, json.dumps(default=str)): pystash
+// recognises a record dict and formats it like a pickled one.
+
+#[test]
+fn tcp_json_records_v1() {
+    full_scenario("tcp-json", 1, &[]);
+}
+
+#[test]
+fn udp_json_records_v1() {
+    full_scenario("udp-json", 1, &[]);
+}
+
+#[test]
+fn unix_json_records_v0() {
+    full_scenario("unix-json", 0, &[]);
 }
 
 /// Sends `count` simple records over TCP and returns (client output, records).

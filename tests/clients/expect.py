@@ -7,6 +7,7 @@ the event layout.
 
 import datetime
 import decimal
+import json
 import logging
 import socket
 import uuid
@@ -49,8 +50,17 @@ def render(value):
     return f"{cls.__module__}.{cls.__qualname__}({attrs})"
 
 
-def expected(record):
-    """The record-side values of one event; the handler must already have formatted it."""
+def json_roundtrip(value):
+    """An extra as a JSON sender writes it (json.dumps(default=str)) and pystash keeps it."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def expected(record, as_json=False):
+    """The record-side values of one event; the handler must already have formatted it.
+
+    `as_json`: the record travelled as a JSON object, so extras are what JSON made of them.
+    """
+    rendering = json_roundtrip if as_json else render
     return {
         "message": record.getMessage(),
         "timestamp": timestamp(record.created),
@@ -65,7 +75,7 @@ def expected(record):
         "stack_info": record.stack_info,
         "tags": list(getattr(record, "tags", None) or []),
         "extras": [
-            [k, render(v)]
+            [k, rendering(v)]
             for k, v in vars(record).items()
             if k not in STANDARD and k != "tags"
         ],

@@ -3,7 +3,9 @@
 stdout, what each record should become in Redis.
 
 Transports: `tcp` (logging.handlers.SocketHandler(host, port)), `unix`
-(SocketHandler(path, None)), `udp` (DatagramHandler(host, port)).
+(SocketHandler(path, None)), `udp` (DatagramHandler(host, port)); `tcp-json`, `unix-json` and
+`udp-json` send the same record dict SocketHandler pickles, as a JSON line or datagram instead
+(json.dumps(default=str)), which pystash must format like a pickled record.
 
 Scenarios:
   full    every kind of record the event layout has to handle (messages are unique)
@@ -35,7 +37,35 @@ class Point:
         self.y = y
 
 
+def record_json(handler, record):
+    """SocketHandler.makePickle's dict, as JSON."""
+    if record.exc_info:
+        handler.format(record)  # sets record.exc_text, as makePickle does
+    d = dict(record.__dict__)
+    d["msg"] = record.getMessage()
+    d["args"] = None
+    d["exc_info"] = None
+    d.pop("message", None)
+    return json.dumps(d, default=str).encode("utf-8")
+
+
+class JsonSocketHandler(logging.handlers.SocketHandler):
+    def makePickle(self, record):
+        return record_json(self, record) + b"\n"
+
+
+class JsonDatagramHandler(logging.handlers.DatagramHandler):
+    def makePickle(self, record):
+        return record_json(self, record)
+
+
 def make_handler(args):
+    if args.transport == "tcp-json":
+        return JsonSocketHandler(args.host, args.port)
+    if args.transport == "unix-json":
+        return JsonSocketHandler(args.path, None)
+    if args.transport == "udp-json":
+        return JsonDatagramHandler(args.host, args.port)
     if args.transport == "tcp":
         return logging.handlers.SocketHandler(args.host, args.port)
     if args.transport == "unix":
@@ -107,7 +137,7 @@ def full(log, args):
     logging.getLogger("app.sub.module").warning("other logger")
     logging.addLevelName(25, "NOTICE")
     log.log(25, "custom level")
-    if args.transport != "udp":
+    if not args.transport.startswith("udp"):
         # A datagram cannot carry this; a stream must.
         log.info("big %s", "x" * 100_000)
     # Timestamps Python rounds in particular ways: microsecond rounding up into the next second,
@@ -140,7 +170,7 @@ def seq(log, args):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--transport", choices=["tcp", "udp", "unix"], required=True)
+    p.add_argument("--transport", choices=["tcp", "udp", "unix", "tcp-json", "udp-json", "unix-json"], required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int)
     p.add_argument("--path")
@@ -171,7 +201,8 @@ def main():
     handler.flush()
     handler.close()
     root.removeHandler(handler)
-    out["records"] = [expect.expected(r) for r in recorder.records]
+    as_json = args.transport.endswith("-json")
+    out["records"] = [expect.expected(r, as_json) for r in recorder.records]
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
 
