@@ -88,7 +88,7 @@ fn full_scenario(transport: &str, version: u8, extra: &[&str]) {
     let out = run_client("stdlib_client.py", &client);
     let records = out.at("records").as_array();
     assert!(
-        records.len() > 20,
+        records.len() >= 20,
         "the client logged only {} records",
         records.len()
     );
