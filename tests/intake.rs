@@ -54,7 +54,7 @@ fn clean_stats(stopped: &Stopped, n: usize, out: &mut Vec<String>) {
 
 /// Runs `stdlib_client.py` with the full scenario over `transport` against a proxy with every
 /// layout option set, and checks every event.
-fn full_scenario(transport: &str, version: u8, extra: &[&str]) {
+fn full_scenario(transport: &str, version: u8, extra: &[&str], client_extra: &[&str]) {
     let redis = RedisServer::start();
     let dir = TempDir::new("unix");
     let sock = dir.path().join("pystash.sock");
@@ -85,6 +85,7 @@ fn full_scenario(transport: &str, version: u8, extra: &[&str]) {
     } else {
         client.extend(["--port", &port]);
     }
+    client.extend(client_extra);
     let out = run_client("stdlib_client.py", &client);
     let records = out.at("records").as_array();
     assert!(
@@ -114,32 +115,59 @@ fn full_scenario(transport: &str, version: u8, extra: &[&str]) {
 
 #[test]
 fn tcp_socket_handler_v1() {
-    full_scenario("tcp", 1, &[]);
+    full_scenario("tcp", 1, &[], &[]);
 }
 
 #[test]
 fn tcp_socket_handler_v0() {
-    full_scenario("tcp", 0, &["--workers", "1"]);
+    full_scenario("tcp", 0, &["--workers", "1"], &[]);
 }
 
 #[test]
 fn udp_datagram_handler_v1() {
-    full_scenario("udp", 1, &[]);
+    full_scenario("udp", 1, &[], &[]);
 }
 
 #[test]
 fn udp_datagram_handler_v0() {
-    full_scenario("udp", 0, &[]);
+    full_scenario("udp", 0, &[], &[]);
 }
 
 #[test]
 fn unix_socket_handler_v1() {
-    full_scenario("unix", 1, &[]);
+    full_scenario("unix", 1, &[], &[]);
 }
 
 #[test]
 fn unix_socket_handler_v0() {
-    full_scenario("unix", 0, &[]);
+    full_scenario("unix", 0, &[], &[]);
+}
+
+// SocketHandler pickles with protocol 1; other Pythons and handlers use the others.
+
+#[test]
+fn tcp_pickle_protocol_0_v1() {
+    full_scenario("tcp", 1, &[], &["--pickle-protocol", "0"]);
+}
+
+#[test]
+fn tcp_pickle_protocol_2_v1() {
+    full_scenario("tcp", 1, &[], &["--pickle-protocol", "2"]);
+}
+
+#[test]
+fn tcp_pickle_protocol_3_v0() {
+    full_scenario("tcp", 0, &[], &["--pickle-protocol", "3"]);
+}
+
+#[test]
+fn udp_pickle_protocol_4_v1() {
+    full_scenario("udp", 1, &[], &["--pickle-protocol", "4"]);
+}
+
+#[test]
+fn unix_pickle_protocol_5_v1() {
+    full_scenario("unix", 1, &[], &["--pickle-protocol", "5"]);
 }
 
 // The same records as JSON objects (SocketHandler's dict, json.dumps(default=str)): pystash
@@ -147,36 +175,17 @@ fn unix_socket_handler_v0() {
 
 #[test]
 fn tcp_json_records_v1() {
-    full_scenario("tcp-json", 1, &[]);
+    full_scenario("tcp-json", 1, &[], &[]);
 }
 
 #[test]
 fn udp_json_records_v1() {
-    full_scenario("udp-json", 1, &[]);
+    full_scenario("udp-json", 1, &[], &[]);
 }
 
 #[test]
 fn unix_json_records_v0() {
-    full_scenario("unix-json", 0, &[]);
-}
-
-/// Sends `count` simple records over TCP and returns (client output, records).
-fn send_simple(port: u16, prefix: &str, count: usize) -> Json {
-    run_client(
-        "stdlib_client.py",
-        &[
-            "--transport",
-            "tcp",
-            "--port",
-            &port.to_string(),
-            "--scenario",
-            "simple",
-            "--prefix",
-            prefix,
-            "--count",
-            &count.to_string(),
-        ],
-    )
+    full_scenario("unix-json", 0, &[], &[]);
 }
 
 /// No layout option given: host is the machine's name, type `pystash`, no configured tags,
@@ -185,7 +194,7 @@ fn send_simple(port: u16, prefix: &str, count: usize) -> Json {
 fn defaults_hostname_type_queue_version() {
     let redis = RedisServer::start();
     let proxy = Pystash::start(&redis, &[]);
-    let out = send_simple(proxy.tcp_port, "defaults", 5);
+    let out = send_simple("tcp", proxy.tcp_port, "defaults", 5);
     let records = out.at("records").as_array();
     redis.wait_for_len("logstash", records.len(), WAIT);
     let stopped = proxy.stop();
@@ -204,7 +213,7 @@ fn defaults_hostname_type_queue_version() {
 fn fqdn_host() {
     let redis = RedisServer::start();
     let proxy = Pystash::start(&redis, &["--fqdn"]);
-    let out = send_simple(proxy.tcp_port, "fqdn", 3);
+    let out = send_simple("tcp", proxy.tcp_port, "fqdn", 3);
     let records = out.at("records").as_array();
     redis.wait_for_len("logstash", records.len(), WAIT);
     let stopped = proxy.stop();
@@ -233,7 +242,7 @@ fn fqdn_host() {
 fn lpush_puts_newest_first() {
     let redis = RedisServer::start();
     let proxy = Pystash::start(&redis, &["--push", "lpush", "--host-name", HOST]);
-    let out = send_simple(proxy.tcp_port, "lpush", 30);
+    let out = send_simple("tcp", proxy.tcp_port, "lpush", 30);
     let records = out.at("records").as_array();
     redis.wait_for_len("logstash", records.len(), WAIT);
     let stopped = proxy.stop();
@@ -263,7 +272,7 @@ fn redis_url(user: &str, password: &str, db: u32, setup: impl FnOnce(&RedisServe
             HOST,
         ],
     );
-    let out = send_simple(proxy.tcp_port, "url", 20);
+    let out = send_simple("tcp", proxy.tcp_port, "url", 20);
     let records = out.at("records").as_array();
     redis.wait_for_len_in(db, "q-url", records.len(), WAIT);
     let stopped = proxy.stop();

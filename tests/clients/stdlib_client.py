@@ -7,6 +7,8 @@ Transports: `tcp` (logging.handlers.SocketHandler(host, port)), `unix`
 `udp-json` send the same record dict SocketHandler pickles, as a JSON line or datagram instead
 (json.dumps(default=str)), which pystash must format like a pickled record.
 
+Pickle protocol: 1 as SocketHandler writes it, or --pickle-protocol N (0-5).
+
 Scenarios:
   full    every kind of record the event layout has to handle (messages are unique)
   simple  --count records "<prefix> <i>", nothing else
@@ -22,6 +24,8 @@ import decimal
 import json
 import logging
 import logging.handlers
+import pickle
+import struct
 import sys
 import time
 import uuid
@@ -59,7 +63,27 @@ class JsonDatagramHandler(logging.handlers.DatagramHandler):
         return record_json(self, record)
 
 
+def with_protocol(cls, protocol):
+    """`cls` pickling with `protocol` instead of SocketHandler's 1 (older and newer clients)."""
+
+    class Handler(cls):
+        def makePickle(self, record):
+            frame = super().makePickle(record)
+            d = pickle.loads(frame[4:])
+            data = pickle.dumps(d, protocol)
+            return struct.pack(">L", len(data)) + data
+
+    return Handler
+
+
 def make_handler(args):
+    if args.pickle_protocol is not None:
+        tcp, udp = (
+            with_protocol(logging.handlers.SocketHandler, args.pickle_protocol),
+            with_protocol(logging.handlers.DatagramHandler, args.pickle_protocol),
+        )
+    else:
+        tcp, udp = logging.handlers.SocketHandler, logging.handlers.DatagramHandler
     if args.transport == "tcp-json":
         return JsonSocketHandler(args.host, args.port)
     if args.transport == "unix-json":
@@ -67,11 +91,11 @@ def make_handler(args):
     if args.transport == "udp-json":
         return JsonDatagramHandler(args.host, args.port)
     if args.transport == "tcp":
-        return logging.handlers.SocketHandler(args.host, args.port)
+        return tcp(args.host, args.port)
     if args.transport == "unix":
-        return logging.handlers.SocketHandler(args.path, None)
+        return tcp(args.path, None)
     if args.transport == "udp":
-        return logging.handlers.DatagramHandler(args.host, args.port)
+        return udp(args.host, args.port)
     raise SystemExit(f"unknown transport {args.transport}")
 
 
@@ -179,6 +203,7 @@ def main():
     p.add_argument("--rate", type=float, default=0.0)
     p.add_argument("--prefix", default="simple")
     p.add_argument("--logger", default="pystash.test")
+    p.add_argument("--pickle-protocol", type=int, help="re-pickle each record with this protocol")
     args = p.parse_args()
 
     handler = make_handler(args)

@@ -458,6 +458,11 @@ impl Pystash {
     }
 
     pub fn start_on(redis_port: u16, args: &[&str]) -> Pystash {
+        Pystash::start_env(redis_port, args, &[])
+    }
+
+    /// [`Pystash::start_on`] with extra environment variables.
+    pub fn start_env(redis_port: u16, args: &[&str], envs: &[(&str, &str)]) -> Pystash {
         let tcp_port = free_tcp_port();
         let udp_port = free_udp_port();
         let mut all: Vec<String> = vec![
@@ -468,7 +473,9 @@ impl Pystash {
             "--udp-port".into(),
             udp_port.to_string(),
         ];
-        if !args.contains(&"--redis-url") {
+        let url_given =
+            args.contains(&"--redis-url") || envs.iter().any(|(k, _)| *k == "PYSTASH_REDIS_URL");
+        if !url_given {
             all.extend(["--redis-host".into(), LOCALHOST.into()]);
             all.extend(["--redis-port".into(), redis_port.to_string()]);
         }
@@ -476,6 +483,7 @@ impl Pystash {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pystash"))
             .args(&all)
             .env("NO_COLOR", "1")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -527,15 +535,20 @@ impl Pystash {
     }
 
     /// SIGTERM, wait for the exit (at most 60 s), and return the status, stderr and final stats.
-    pub fn stop(mut self) -> Stopped {
+    pub fn stop(self) -> Stopped {
+        self.stop_with(libc::SIGTERM, Duration::from_secs(60))
+    }
+
+    /// Sends `sig`, waits for the exit (at most `timeout`), and returns how it ended.
+    pub fn stop_with(mut self, sig: libc::c_int, timeout: Duration) -> Stopped {
         let mut child = self.child.take().expect("pystash is running");
-        signal(&child, libc::SIGTERM);
-        let status = match wait_timeout(&mut child, Duration::from_secs(60)) {
+        signal(&child, sig);
+        let status = match wait_timeout(&mut child, timeout) {
             Some(s) => s,
             None => {
                 kill_and_reap(&mut child);
                 panic!(
-                    "pystash did not exit within 60 s of SIGTERM; stderr:\n{}",
+                    "pystash did not exit within {timeout:?} of signal {sig}; stderr:\n{}",
                     self.stderr_text()
                 );
             }
@@ -695,6 +708,26 @@ impl Drop for PyClient {
 /// Runs a client to the end (2 minutes at most) and returns its JSON output.
 pub fn run_client(script: &str, args: &[&str]) -> Json {
     PyClient::spawn(script, args).finish(Duration::from_secs(120))
+}
+
+/// Logs `count` records "<prefix> <i>" through a real SocketHandler (`tcp`) or DatagramHandler
+/// (`udp`) and returns the client's output.
+pub fn send_simple(transport: &str, port: u16, prefix: &str, count: usize) -> Json {
+    run_client(
+        "stdlib_client.py",
+        &[
+            "--transport",
+            transport,
+            "--port",
+            &port.to_string(),
+            "--scenario",
+            "simple",
+            "--prefix",
+            prefix,
+            "--count",
+            &count.to_string(),
+        ],
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
