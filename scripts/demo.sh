@@ -30,7 +30,7 @@ if [ "$profile" = release ]; then
 else
   cargo build --quiet
 fi
-bin="target/$profile/pystash"
+bin="${CARGO_TARGET_DIR:-target}/$profile/pystash"
 
 free_port() { # $1: stream or dgram
   python3 - "$1" <<'PY'
