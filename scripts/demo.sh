@@ -97,7 +97,7 @@ if ! wait_for 20 grep -q "pystash listening" "$work/pystash.log"; then
 fi
 
 echo "== a Python app logs 5 records (standard library only)"
-python3 - "$tcp_port" "$udp_port" <<'PY'
+cat >"$work/app.py" <<'PY'
 import datetime
 import logging
 import logging.handlers
@@ -125,6 +125,7 @@ log.addHandler(udp)
 log.error("sent over UDP: h\u00e9llo \u2713 \u65e5\u672c")
 udp.close()
 PY
+python3 "$work/app.py" "$tcp_port" "$udp_port"
 
 all_arrived() { [ "$(rcli llen "$queue")" -ge 5 ]; }
 if ! wait_for 10 all_arrived; then
