@@ -221,7 +221,11 @@ impl Config {
                 },
                 host: args.host_name.unwrap_or_else(|| host(args.fqdn)),
                 message_type: args.message_type,
-                tags: args.logstash_tags.into_iter().filter(|t| !t.is_empty()).collect(),
+                tags: args
+                    .logstash_tags
+                    .into_iter()
+                    .filter(|t| !t.is_empty())
+                    .collect(),
             },
             max_record_bytes: args.max_record_bytes,
             buffer_records: args.buffer_records,
@@ -261,7 +265,9 @@ pub fn parse_redis_url(url: &str) -> Result<RedisTarget, ConfigError> {
         }
     };
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed [ in host"))?;
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unclosed [ in host"))?;
         (host, after.strip_prefix(':'))
     } else {
         match hostport.rsplit_once(':') {
@@ -324,10 +330,19 @@ mod tests {
     #[test]
     fn redis_urls() {
         let cases = [
-            ("redis://localhost", target("localhost", 6379, None, None, 0)),
+            (
+                "redis://localhost",
+                target("localhost", 6379, None, None, 0),
+            ),
             ("redis://h:7000/3", target("h", 7000, None, None, 3)),
-            ("redis://:s%40cret@h/1", target("h", 6379, None, Some("s@cret"), 1)),
-            ("redis://u:p:w@h:1/", target("h", 1, Some("u"), Some("p:w"), 0)),
+            (
+                "redis://:s%40cret@h/1",
+                target("h", 6379, None, Some("s@cret"), 1),
+            ),
+            (
+                "redis://u:p:w@h:1/",
+                target("h", 1, Some("u"), Some("p:w"), 0),
+            ),
             ("redis://[::1]:6380/2", target("::1", 6380, None, None, 2)),
             ("redis://", target("localhost", 6379, None, None, 0)),
         ];
@@ -351,7 +366,14 @@ mod tests {
         assert_eq!(c.event.message_type, "pystash");
         assert_eq!(c.event.host, "a");
         assert!(c.event.tags.is_empty());
-        let args = Args::parse_from(["pystash", "--fqdn", "--logstash-tags", "x,y", "--logstash-version", "0"]);
+        let args = Args::parse_from([
+            "pystash",
+            "--fqdn",
+            "--logstash-tags",
+            "x,y",
+            "--logstash-version",
+            "0",
+        ]);
         let c = Config::from_args(args, |fqdn| if fqdn { "a.b" } else { "a" }.into()).unwrap();
         assert_eq!(c.event.host, "a.b");
         assert_eq!(c.event.tags, ["x", "y"]);

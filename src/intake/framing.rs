@@ -291,7 +291,11 @@ mod tests {
     }
 
     /// Runs the framer over `input` delivered in the given chunks; collects frames and errors.
-    fn run(input: &[u8], chunk: usize, max: usize) -> Vec<Result<(FrameKind, Vec<u8>), FrameError>> {
+    fn run(
+        input: &[u8],
+        chunk: usize,
+        max: usize,
+    ) -> Vec<Result<(FrameKind, Vec<u8>), FrameError>> {
         let mut framer = StreamFramer::new(max);
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
@@ -327,7 +331,10 @@ mod tests {
         let expected = vec![
             (FrameKind::Pickle, b"}q\x00pickle-one.".to_vec()),
             (FrameKind::Line, b"{\"message\": \"json one\"}".to_vec()),
-            (FrameKind::Pickle, b"\x80\x02pickle two with \n newline".to_vec()),
+            (
+                FrameKind::Pickle,
+                b"\x80\x02pickle two with \n newline".to_vec(),
+            ),
             (FrameKind::Line, b"plain text line".to_vec()),
             (FrameKind::Pickle, b"".to_vec()),
         ];
@@ -390,11 +397,18 @@ mod tests {
         let before = buf.capacity();
         assert!(matches!(
             framer.decode(&mut buf),
-            Err(FrameError::Oversized { claimed: 0x00ff_ffff, .. })
+            Err(FrameError::Oversized {
+                claimed: 0x00ff_ffff,
+                ..
+            })
         ));
         assert!(buf.capacity() <= before);
         // 0xFFFFFFFF starts with a text byte: an unterminated line, skipped past the limit.
-        let got = run(&[&[0xff; 4][..], &[b'z'; 200], b"\n{\"a\":1}\n"].concat(), 16, 100);
+        let got = run(
+            &[&[0xff; 4][..], &[b'z'; 200], b"\n{\"a\":1}\n"].concat(),
+            16,
+            100,
+        );
         assert_eq!(
             got,
             vec![

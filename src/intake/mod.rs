@@ -75,8 +75,16 @@ impl Decoder {
         }
     }
 
-    fn decode_line(&mut self, payload: &mut [u8], now: SystemTime, out: &mut Vec<u8>) -> Result<(), Reject> {
-        let start = payload.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(payload.len());
+    fn decode_line(
+        &mut self,
+        payload: &mut [u8],
+        now: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Reject> {
+        let start = payload
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(payload.len());
         let payload = &mut payload[start..];
         if payload.first() == Some(&b'{') {
             self.line.clear();

@@ -353,7 +353,10 @@ mod tests {
         out.clear();
         p.poll_write(&mut out);
         assert_eq!(commands(&out), vec![vec!["e0", "e1"]]);
-        assert_eq!(p.handle_reply(Reply::Unexpected), Some(Ack::Refused { records: 2 }));
+        assert_eq!(
+            p.handle_reply(Reply::Unexpected),
+            Some(Ack::Refused { records: 2 })
+        );
         assert_eq!(p.len(), 2);
         assert_eq!(p.handle_reply(Reply::Integer(0)), None);
     }

@@ -99,15 +99,20 @@ mod tests {
                 v.extend(std::iter::repeat_n(b'x', i % 17));
                 v
             })
-            .chain([Vec::new(), b"\r\n$3\r\n*1".to_vec(), "日本 ✓".as_bytes().to_vec()])
+            .chain([
+                Vec::new(),
+                b"\r\n$3\r\n*1".to_vec(),
+                "日本 ✓".as_bytes().to_vec(),
+            ])
             .collect();
         let mut out = b"leading".to_vec();
-        write_push(&mut out, b"RPUSH", b"logstash", values.iter().map(Vec::as_slice));
-        let expected_len = command_len(
-            [5, 8]
-                .into_iter()
-                .chain(values.iter().map(Vec::len)),
+        write_push(
+            &mut out,
+            b"RPUSH",
+            b"logstash",
+            values.iter().map(Vec::as_slice),
         );
+        let expected_len = command_len([5, 8].into_iter().chain(values.iter().map(Vec::len)));
         assert_eq!(out.len(), 7 + expected_len);
         let (frame, used) = decode(&out[7..]).unwrap().expect("complete");
         assert_eq!(used, expected_len);

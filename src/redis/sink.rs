@@ -105,7 +105,13 @@ struct Outage {
 
 impl Sink {
     /// A sink that will connect to `target` on the first [`poll`](Self::poll).
-    pub fn new(target: RedisTarget, token: Token, pipeline: Pipeline, stats: Arc<Stats>, now: Instant) -> Self {
+    pub fn new(
+        target: RedisTarget,
+        token: Token,
+        pipeline: Pipeline,
+        stats: Arc<Stats>,
+        now: Instant,
+    ) -> Self {
         Sink {
             target,
             token,
@@ -209,7 +215,11 @@ impl Sink {
         self.next_addr += 1;
         debug!(%addr, "connecting to redis");
         let mut stream = TcpStream::connect(addr)?;
-        registry.register(&mut stream, self.token, Interest::READABLE | Interest::WRITABLE)?;
+        registry.register(
+            &mut stream,
+            self.token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         self.state = State::Connecting { stream, since: now };
         Ok(())
     }
@@ -227,7 +237,9 @@ impl Sink {
             Err(e) => return Err(e.into()),
         }
         stream.set_nodelay(true)?;
-        let State::Connecting { stream, .. } = std::mem::replace(&mut self.state, State::Idle { retry_at: now }) else {
+        let State::Connecting { stream, .. } =
+            std::mem::replace(&mut self.state, State::Idle { retry_at: now })
+        else {
             unreachable!("checked above");
         };
         self.state = State::Connected { stream };
@@ -351,7 +363,12 @@ impl Sink {
                     self.hold_until = Some(now + self.backoff);
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 }
-                None => return Err(SinkError::Protocol(format!("unrequested reply {}", describe(&frame)))),
+                None => {
+                    return Err(SinkError::Protocol(format!(
+                        "unrequested reply {}",
+                        describe(&frame)
+                    )))
+                }
             }
         }
     }
@@ -413,7 +430,10 @@ impl Sink {
     pub fn abandon(&mut self) -> usize {
         let lost = self.pipeline.clear();
         if lost > 0 {
-            error!(lost, "shutdown timeout: records not delivered to redis are lost");
+            error!(
+                lost,
+                "shutdown timeout: records not delivered to redis are lost"
+            );
         }
         lost
     }
@@ -423,7 +443,9 @@ fn describe(frame: &OwnedFrame) -> String {
     match frame {
         OwnedFrame::Error(e) => e.clone(),
         OwnedFrame::Integer(n) => n.to_string(),
-        OwnedFrame::SimpleString(s) | OwnedFrame::BulkString(s) => String::from_utf8_lossy(s).into_owned(),
+        OwnedFrame::SimpleString(s) | OwnedFrame::BulkString(s) => {
+            String::from_utf8_lossy(s).into_owned()
+        }
         OwnedFrame::Array(a) => format!("array of {}", a.len()),
         OwnedFrame::Null => "null".into(),
     }

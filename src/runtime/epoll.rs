@@ -156,8 +156,10 @@ impl Worker {
         let mut udp = UdpSocket::from_std(listeners.udp);
         let mut tcp = TcpListener::from_std(listeners.tcp);
         let mut unix = listeners.unix.map(UnixListener::from_std);
-        poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
-        poll.registry().register(&mut tcp, TCP, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut udp, UDP, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut tcp, TCP, Interest::READABLE)?;
         if let Some(unix) = &mut unix {
             poll.registry().register(unix, UNIX, Interest::READABLE)?;
         }
@@ -169,7 +171,13 @@ impl Worker {
             max_batch_bytes: MAX_BATCH_BYTES,
             max_in_flight: MAX_IN_FLIGHT,
         });
-        let sink = Sink::new(config.redis.clone(), REDIS, pipeline, Arc::clone(&stats), Instant::now());
+        let sink = Sink::new(
+            config.redis.clone(),
+            REDIS,
+            pipeline,
+            Arc::clone(&stats),
+            Instant::now(),
+        );
         Ok(Worker {
             id,
             poll,
@@ -206,11 +214,14 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
-            let busy = self.udp_ready || (!self.ready.is_empty() && !self.sink.pipeline_ref().is_full());
+            let busy =
+                self.udp_ready || (!self.ready.is_empty() && !self.sink.pipeline_ref().is_full());
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                self.sink.deadline().map(|d| d.saturating_duration_since(now))
+                self.sink
+                    .deadline()
+                    .map(|d| d.saturating_duration_since(now))
             };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != io::ErrorKind::Interrupted {
@@ -265,7 +276,9 @@ impl Worker {
                     None => return,
                 },
                 _ => match &self.unix {
-                    Some(l) => l.accept().map(|(s, _)| (Stream::Unix(s), "unix".to_owned())),
+                    Some(l) => l
+                        .accept()
+                        .map(|(s, _)| (Stream::Unix(s), "unix".to_owned())),
                     None => return,
                 },
             };
@@ -288,11 +301,11 @@ impl Worker {
                 framer: StreamFramer::new(self.max_record_bytes),
                 queued: true,
             };
-            if let Err(err) = self
-                .poll
-                .registry()
-                .register(conn.stream.source(), Token(FIRST_CONN + key), Interest::READABLE)
-            {
+            if let Err(err) = self.poll.registry().register(
+                conn.stream.source(),
+                Token(FIRST_CONN + key),
+                Interest::READABLE,
+            ) {
                 warn!(worker = self.id, %err, "cannot watch a new connection");
                 continue;
             }
@@ -304,10 +317,19 @@ impl Worker {
     }
 
     /// Decodes one frame's payload and hands the event to the pipeline.
-    fn take_frame(&mut self, kind: crate::intake::framing::FrameKind, payload: &mut [u8], peer: &str, now: Instant) {
+    fn take_frame(
+        &mut self,
+        kind: crate::intake::framing::FrameKind,
+        payload: &mut [u8],
+        peer: &str,
+        now: Instant,
+    ) {
         Stats::add(&self.stats.received, 1);
         self.event.clear();
-        match self.decoder.decode(kind, payload, SystemTime::now(), &mut self.event) {
+        match self
+            .decoder
+            .decode(kind, payload, SystemTime::now(), &mut self.event)
+        {
             Ok(()) => {
                 if !self.sink.pipeline().push(&self.event) {
                     Stats::add(&self.stats.dropped_buffer_full, 1);
@@ -404,7 +426,13 @@ impl Worker {
         state
     }
 
-    fn drive_conn(&mut self, key: usize, buf: &mut BytesMut, peer: &str, now: Instant) -> ConnState {
+    fn drive_conn(
+        &mut self,
+        key: usize,
+        buf: &mut BytesMut,
+        peer: &str,
+        now: Instant,
+    ) -> ConnState {
         let mut read = 0;
         loop {
             // Frames already buffered go first; stop (keeping them) when the pipeline is full.
@@ -414,7 +442,9 @@ impl Worker {
                 }
                 let framed = self.conns[key].framer.decode(buf);
                 match framed {
-                    Ok(Some(mut frame)) => self.take_frame(frame.kind, &mut frame.payload, peer, now),
+                    Ok(Some(mut frame)) => {
+                        self.take_frame(frame.kind, &mut frame.payload, peer, now)
+                    }
                     Ok(None) => break,
                     Err(err) => self.reject_frame(err, peer, now),
                 }
@@ -434,17 +464,15 @@ impl Worker {
                     debug_assert_eq!(buf.len(), start + n);
                     read += n;
                 }
-                Err(e) => {
-                    match e.kind() {
-                        io::ErrorKind::WouldBlock => return ConnState::Drained,
-                        io::ErrorKind::Interrupted => {}
-                        _ => {
-                            debug!(peer, err = %e, "connection error");
-                            self.finish_conn(key, buf, peer, now);
-                            return ConnState::Closed;
-                        }
+                Err(e) => match e.kind() {
+                    io::ErrorKind::WouldBlock => return ConnState::Drained,
+                    io::ErrorKind::Interrupted => {}
+                    _ => {
+                        debug!(peer, err = %e, "connection error");
+                        self.finish_conn(key, buf, peer, now);
+                        return ConnState::Closed;
                     }
-                }
+                },
             }
         }
     }

@@ -109,7 +109,9 @@ pub fn bind(config: &Config) -> Result<Vec<Listeners>, RunError> {
         udp_addr = udp.local_addr()?;
         tcp_addr = tcp.local_addr()?;
         let unix = match (&config.unix, worker) {
-            (Some(path), 0) => Some(unix_listener(path).map_err(bind_error(format!("unix {}", path.display())))?),
+            (Some(path), 0) => {
+                Some(unix_listener(path).map_err(bind_error(format!("unix {}", path.display())))?)
+            }
             _ => None,
         };
         all.push(Listeners { udp, tcp, unix });
@@ -166,19 +168,24 @@ pub fn run(config: Config) -> Result<Snapshot, RunError> {
     );
 
     let (tx, rx) = mpsc::channel();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     let signal_handle = signals.handle();
-    thread::Builder::new().name("pystash-signals".into()).spawn(move || {
-        let mut count = 0;
-        for signal in signals.forever() {
-            count += 1;
-            if count > 1 {
-                error!(signal, "second signal: exiting without flushing");
-                std::process::exit(1);
+    thread::Builder::new()
+        .name("pystash-signals".into())
+        .spawn(move || {
+            let mut count = 0;
+            for signal in signals.forever() {
+                count += 1;
+                if count > 1 {
+                    error!(signal, "second signal: exiting without flushing");
+                    std::process::exit(1);
+                }
+                let _ = tx.send(Control::Shutdown(signal));
             }
-            let _ = tx.send(Control::Shutdown(signal));
-        }
-    })?;
+        })?;
 
     let total = |stats: &[Arc<Stats>]| {
         let mut sum = Snapshot::default();
