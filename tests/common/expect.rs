@@ -188,13 +188,11 @@ pub fn check_records(
     out
 }
 
-/// A message shortened for labels.
+/// A message shortened for labels, control characters escaped.
 pub fn short(msg: &str) -> String {
-    if msg.chars().count() > 40 {
-        format!("{}...", msg.chars().take(40).collect::<String>())
-    } else {
-        msg.to_owned()
-    }
+    let cut: String = msg.chars().take(40).collect();
+    let more = if msg.chars().count() > 40 { "..." } else { "" };
+    format!("{}{more}", cut.escape_debug())
 }
 
 /// Panics with every difference, one per line, when there are any.
