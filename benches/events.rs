@@ -23,10 +23,26 @@ fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("event");
     group.throughput(Throughput::Elements(1));
     let cases: [(&str, FrameKind, &[u8]); 4] = [
-        ("pickle_typical", FrameKind::Pickle, &include_bytes!("data/typical.frame")[4..]),
-        ("pickle_exception", FrameKind::Pickle, &include_bytes!("data/exception.frame")[4..]),
-        ("json_record", FrameKind::Line, include_bytes!("data/record.json").trim_ascii_end()),
-        ("json_logstash_event", FrameKind::Line, include_bytes!("data/logstash.json").trim_ascii_end()),
+        (
+            "pickle_typical",
+            FrameKind::Pickle,
+            &include_bytes!("data/typical.frame")[4..],
+        ),
+        (
+            "pickle_exception",
+            FrameKind::Pickle,
+            &include_bytes!("data/exception.frame")[4..],
+        ),
+        (
+            "json_record",
+            FrameKind::Line,
+            include_bytes!("data/record.json").trim_ascii_end(),
+        ),
+        (
+            "json_logstash_event",
+            FrameKind::Line,
+            include_bytes!("data/logstash.json").trim_ascii_end(),
+        ),
     ];
     let typical = &include_bytes!("data/typical.frame")[4..];
     let limits = pystash::decode::pickle::Limits::default();
@@ -46,7 +62,9 @@ fn bench(c: &mut Criterion) {
                     || payload.to_vec(),
                     |payload| {
                         out.clear();
-                        decoder.decode(kind, payload, now, &mut out).expect("sample decodes");
+                        decoder
+                            .decode(kind, payload, now, &mut out)
+                            .expect("sample decodes");
                         out.len()
                     },
                     BatchSize::SmallInput,

@@ -3,7 +3,7 @@
 use std::ffi::{CStr, CString};
 
 /// The hostname (`gethostname`), or with `fqdn` its canonical name as the resolver gives it
-/// (like Python's `socket.getfqdn()`), falling back to the plain hostname.
+/// (`getaddrinfo` with `AI_CANONNAME`), falling back to the plain hostname.
 pub fn hostname(fqdn: bool) -> String {
     let mut buf = [0u8; 256];
     // Safety: the buffer is writable for its full length, which is what we pass.
