@@ -1,18 +1,22 @@
 //! Sockets in, frames out: [`framing`] cuts streams and datagrams into frames (pure); the
 //! engines in [`runtime`](crate::runtime) own the sockets; [`Decoder`] turns one frame into one
-//! Logstash event.
+//! Logstash event; [`Intake`] is what every engine does with the bytes it read.
 
 pub mod framing;
 
-use std::time::SystemTime;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
-use framing::{FrameError, FrameKind};
-use tracing::debug;
+use bytes::BytesMut;
+use framing::{FrameError, FrameKind, StreamFramer};
+use tracing::{debug, warn};
 
 use crate::decode::json::JsonDecoder;
 use crate::decode::pickle;
 use crate::event::{EventConfig, EventFormat};
-use crate::stats::Reject;
+use crate::redis::pipeline::Pipeline;
+use crate::stats::{Reject, Stats};
 use crate::value::Value;
 
 impl From<FrameError> for Reject {
@@ -108,5 +112,186 @@ impl Decoder {
         let line = std::str::from_utf8(payload).map_err(|_| Reject::BadUtf8)?;
         self.format.write_unparsed(line, now, out);
         Ok(())
+    }
+}
+
+/// A rejection reason is logged at most this often per worker.
+const REJECT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Logs rejections at most once per interval and reason, with how many were not logged.
+#[derive(Debug, Default)]
+struct RejectLog {
+    last: [Option<Instant>; Reject::ALL.len()],
+    unlogged: [u64; Reject::ALL.len()],
+}
+
+impl RejectLog {
+    fn note(&mut self, reason: Reject, peer: &str, detail: &dyn fmt::Display, now: Instant) {
+        let i = reason as usize;
+        debug!(reason = reason.name(), peer, %detail, "rejected frame");
+        if self.last[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_INTERVAL) {
+            self.unlogged[i] += 1;
+            return;
+        }
+        warn!(
+            reason = reason.name(),
+            peer,
+            also_rejected_since_last_report = self.unlogged[i],
+            "rejected a frame: {detail}"
+        );
+        self.last[i] = Some(now);
+        self.unlogged[i] = 0;
+    }
+}
+
+/// One stream connection's intake state: bytes read but not yet framed.
+#[derive(Debug)]
+pub struct StreamConn {
+    /// Bytes read from the socket and not yet cut into frames.
+    pub buf: BytesMut,
+    /// Who sent them, for logs.
+    pub peer: String,
+    framer: StreamFramer,
+}
+
+impl StreamConn {
+    /// A new connection from `peer`.
+    pub fn new(peer: String, max_record_bytes: usize) -> Self {
+        StreamConn {
+            buf: BytesMut::new(),
+            peer,
+            framer: StreamFramer::new(max_record_bytes),
+        }
+    }
+}
+
+/// A worker's intake, the same for every engine: frames in, events into the pipeline, every
+/// outcome counted.
+pub struct Intake {
+    decoder: Decoder,
+    event: Vec<u8>,
+    max_record_bytes: usize,
+    stats: Arc<Stats>,
+    rejects: RejectLog,
+}
+
+impl Intake {
+    /// Intake writing events in the given layout, counting into `stats`.
+    pub fn new(event: EventConfig, max_record_bytes: usize, stats: Arc<Stats>) -> Self {
+        Intake {
+            decoder: Decoder::new(event),
+            event: Vec::with_capacity(4096),
+            max_record_bytes,
+            stats,
+            rejects: RejectLog::default(),
+        }
+    }
+
+    /// The counters this intake writes.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Handles one datagram. When the pipeline is full it is dropped and counted: datagrams
+    /// cannot wait.
+    pub fn handle_datagram(
+        &mut self,
+        datagram: &mut [u8],
+        peer: &dyn fmt::Display,
+        pipeline: &mut Pipeline,
+        now: Instant,
+    ) {
+        if pipeline.is_full() {
+            Stats::add(&self.stats.received, 1);
+            Stats::add(&self.stats.dropped_buffer_full, 1);
+            return;
+        }
+        match framing::decode_datagram(datagram, self.max_record_bytes) {
+            Ok((kind, range)) => {
+                self.take_frame(kind, &mut datagram[range], &peer.to_string(), pipeline, now)
+            }
+            Err(err) => self.reject(err, &peer.to_string(), now),
+        }
+    }
+
+    /// Frames and decodes what `conn` has buffered, while the pipeline has room. Returns
+    /// `false` when it stopped because the pipeline is full (the rest stays buffered).
+    pub fn handle_stream(
+        &mut self,
+        conn: &mut StreamConn,
+        pipeline: &mut Pipeline,
+        now: Instant,
+    ) -> bool {
+        loop {
+            if pipeline.is_full() {
+                return false;
+            }
+            match conn.framer.decode(&mut conn.buf) {
+                Ok(Some(mut frame)) => {
+                    self.take_frame(frame.kind, &mut frame.payload, &conn.peer, pipeline, now)
+                }
+                Ok(None) => return true,
+                Err(err) => self.reject(err, &conn.peer, now),
+            }
+        }
+    }
+
+    /// The peer closed `conn`: everything buffered is taken (room or not), and what is left
+    /// becomes a last frame or a truncation.
+    pub fn handle_stream_end(
+        &mut self,
+        conn: &mut StreamConn,
+        pipeline: &mut Pipeline,
+        now: Instant,
+    ) {
+        loop {
+            match conn.framer.decode(&mut conn.buf) {
+                Ok(Some(mut frame)) => {
+                    self.take_frame(frame.kind, &mut frame.payload, &conn.peer, pipeline, now)
+                }
+                Ok(None) => break,
+                Err(err) => self.reject(err, &conn.peer, now),
+            }
+        }
+        match conn.framer.finish(&mut conn.buf) {
+            Ok(Some(mut frame)) => {
+                self.take_frame(frame.kind, &mut frame.payload, &conn.peer, pipeline, now)
+            }
+            Ok(None) => {}
+            Err(err) => self.reject(err, &conn.peer, now),
+        }
+    }
+
+    fn take_frame(
+        &mut self,
+        kind: FrameKind,
+        payload: &mut [u8],
+        peer: &str,
+        pipeline: &mut Pipeline,
+        now: Instant,
+    ) {
+        Stats::add(&self.stats.received, 1);
+        self.event.clear();
+        match self
+            .decoder
+            .decode(kind, payload, SystemTime::now(), &mut self.event)
+        {
+            Ok(()) => {
+                if !pipeline.push(&self.event) {
+                    Stats::add(&self.stats.dropped_buffer_full, 1);
+                }
+            }
+            Err(reason) => {
+                self.stats.reject(reason);
+                self.rejects.note(reason, peer, &reason.name(), now);
+            }
+        }
+    }
+
+    fn reject(&mut self, err: FrameError, peer: &str, now: Instant) {
+        Stats::add(&self.stats.received, 1);
+        let reason = Reject::from(err);
+        self.stats.reject(reason);
+        self.rejects.note(reason, peer, &err, now);
     }
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use mio::event::Source;
@@ -18,11 +18,10 @@ use tracing::{debug, info, warn};
 
 use super::Listeners;
 use crate::config::Config;
-use crate::intake::framing::{decode_datagram, FrameError, StreamFramer};
-use crate::intake::Decoder;
+use crate::intake::{Intake, StreamConn};
 use crate::redis::pipeline::{Pipeline, PipelineConfig};
 use crate::redis::sink::Sink;
-use crate::stats::{Reject, Stats};
+use crate::stats::Stats;
 
 const UDP: Token = Token(0);
 const TCP: Token = Token(1);
@@ -45,8 +44,6 @@ const MAX_IN_FLIGHT: usize = 8;
 const MAX_BATCH_RECORDS: usize = 1024;
 /// Event bytes per push at most.
 const MAX_BATCH_BYTES: usize = 1 << 20;
-/// A rejection reason is logged at most this often per worker.
-const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 enum Stream {
     Tcp(TcpStream),
@@ -84,36 +81,9 @@ fn read_into(fd: RawFd, buf: &mut BytesMut) -> io::Result<usize> {
 
 struct Conn {
     stream: Stream,
-    peer: String,
-    buf: BytesMut,
-    framer: StreamFramer,
+    intake: StreamConn,
     /// In the ready list (readable, or holding frames while the buffer was full).
     queued: bool,
-}
-
-/// Logs rejections at most once per interval and reason, with how many were not logged.
-struct RejectLog {
-    last: [Option<Instant>; Reject::ALL.len()],
-    unlogged: [u64; Reject::ALL.len()],
-}
-
-impl RejectLog {
-    fn note(&mut self, reason: Reject, peer: &str, detail: &dyn std::fmt::Display, now: Instant) {
-        let i = reason as usize;
-        debug!(reason = reason.name(), peer, %detail, "rejected frame");
-        if self.last[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_INTERVAL) {
-            self.unlogged[i] += 1;
-            return;
-        }
-        warn!(
-            reason = reason.name(),
-            peer,
-            also_rejected_since_last_report = self.unlogged[i],
-            "rejected a frame: {detail}"
-        );
-        self.last[i] = Some(now);
-        self.unlogged[i] = 0;
-    }
 }
 
 /// One worker: its sockets, its connections, its Redis sink.
@@ -127,15 +97,13 @@ pub struct Worker {
     conns: Slab<Conn>,
     ready: VecDeque<usize>,
     udp_ready: bool,
-    decoder: Decoder,
-    event: Vec<u8>,
+    intake: Intake,
     datagram: Vec<u8>,
     max_record_bytes: usize,
     sink: Sink,
     stats: Arc<Stats>,
     shutdown: Arc<AtomicBool>,
     shutdown_timeout: Duration,
-    rejects: RejectLog,
 }
 
 impl Worker {
@@ -188,18 +156,17 @@ impl Worker {
             conns: Slab::new(),
             ready: VecDeque::new(),
             udp_ready: true,
-            decoder: Decoder::new(config.event.clone()),
-            event: Vec::with_capacity(4096),
+            intake: Intake::new(
+                config.event.clone(),
+                config.max_record_bytes,
+                Arc::clone(&stats),
+            ),
             datagram: vec![0; DATAGRAM_BUF + 1],
             max_record_bytes: config.max_record_bytes,
             sink,
             stats,
             shutdown,
             shutdown_timeout: config.shutdown_timeout,
-            rejects: RejectLog {
-                last: [None; Reject::ALL.len()],
-                unlogged: [0; Reject::ALL.len()],
-            },
         })
     }
 
@@ -296,9 +263,7 @@ impl Worker {
             let key = entry.key();
             let mut conn = Conn {
                 stream,
-                peer,
-                buf: BytesMut::new(),
-                framer: StreamFramer::new(self.max_record_bytes),
+                intake: StreamConn::new(peer, self.max_record_bytes),
                 queued: true,
             };
             if let Err(err) = self.poll.registry().register(
@@ -309,44 +274,11 @@ impl Worker {
                 warn!(worker = self.id, %err, "cannot watch a new connection");
                 continue;
             }
-            debug!(worker = self.id, peer = %conn.peer, "connection accepted");
+            debug!(peer = %conn.intake.peer, "connection accepted");
             entry.insert(conn);
             // Data may have arrived before registration: read once without waiting for an edge.
             self.ready.push_back(key);
         }
-    }
-
-    /// Decodes one frame's payload and hands the event to the pipeline.
-    fn take_frame(
-        &mut self,
-        kind: crate::intake::framing::FrameKind,
-        payload: &mut [u8],
-        peer: &str,
-        now: Instant,
-    ) {
-        Stats::add(&self.stats.received, 1);
-        self.event.clear();
-        match self
-            .decoder
-            .decode(kind, payload, SystemTime::now(), &mut self.event)
-        {
-            Ok(()) => {
-                if !self.sink.pipeline().push(&self.event) {
-                    Stats::add(&self.stats.dropped_buffer_full, 1);
-                }
-            }
-            Err(reason) => {
-                self.stats.reject(reason);
-                self.rejects.note(reason, peer, &reason.name(), now);
-            }
-        }
-    }
-
-    fn reject_frame(&mut self, err: FrameError, peer: &str, now: Instant) {
-        Stats::add(&self.stats.received, 1);
-        let reason = Reject::from(err);
-        self.stats.reject(reason);
-        self.rejects.note(reason, peer, &err, now);
     }
 
     fn read_udp(&mut self, now: Instant) {
@@ -371,21 +303,8 @@ impl Worker {
                     continue;
                 }
             };
-            if self.sink.pipeline_ref().is_full() {
-                // Datagrams cannot be paused: the newest are dropped, and counted.
-                Stats::add(&self.stats.received, 1);
-                Stats::add(&self.stats.dropped_buffer_full, 1);
-                continue;
-            }
-            let peer = peer.to_string();
-            let (kind, range) = match decode_datagram(&datagram[..len], self.max_record_bytes) {
-                Ok(framed) => framed,
-                Err(err) => {
-                    self.reject_frame(err, &peer, now);
-                    continue;
-                }
-            };
-            self.take_frame(kind, &mut datagram[range], &peer, now);
+            self.intake
+                .handle_datagram(&mut datagram[..len], &peer, self.sink.pipeline(), now);
         }
         self.datagram = datagram;
         self.udp = Some(udp);
@@ -416,60 +335,33 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return ConnState::Drained;
         };
-        let mut buf = std::mem::take(&mut conn.buf);
-        let peer = std::mem::take(&mut conn.peer);
-        let state = self.drive_conn(key, &mut buf, &peer, now);
-        if let Some(conn) = self.conns.get_mut(key) {
-            conn.buf = buf;
-            conn.peer = peer;
-        }
-        state
-    }
-
-    fn drive_conn(
-        &mut self,
-        key: usize,
-        buf: &mut BytesMut,
-        peer: &str,
-        now: Instant,
-    ) -> ConnState {
         let mut read = 0;
         loop {
             // Frames already buffered go first; stop (keeping them) when the pipeline is full.
-            loop {
-                if self.sink.pipeline_ref().is_full() {
-                    return ConnState::More;
-                }
-                let framed = self.conns[key].framer.decode(buf);
-                match framed {
-                    Ok(Some(mut frame)) => {
-                        self.take_frame(frame.kind, &mut frame.payload, peer, now)
-                    }
-                    Ok(None) => break,
-                    Err(err) => self.reject_frame(err, peer, now),
-                }
+            if !self
+                .intake
+                .handle_stream(&mut conn.intake, self.sink.pipeline(), now)
+            {
+                return ConnState::More;
             }
             if read >= STREAM_BUDGET {
                 return ConnState::More;
             }
-            buf.reserve(READ_CHUNK);
-            let start = buf.len();
-            let result = read_into(self.conns[key].stream.fd(), buf);
-            match result {
+            conn.intake.buf.reserve(READ_CHUNK);
+            match read_into(conn.stream.fd(), &mut conn.intake.buf) {
                 Ok(0) => {
-                    self.finish_conn(key, buf, peer, now);
+                    self.intake
+                        .handle_stream_end(&mut conn.intake, self.sink.pipeline(), now);
                     return ConnState::Closed;
                 }
-                Ok(n) => {
-                    debug_assert_eq!(buf.len(), start + n);
-                    read += n;
-                }
+                Ok(n) => read += n,
                 Err(e) => match e.kind() {
                     io::ErrorKind::WouldBlock => return ConnState::Drained,
                     io::ErrorKind::Interrupted => {}
                     _ => {
-                        debug!(peer, err = %e, "connection error");
-                        self.finish_conn(key, buf, peer, now);
+                        debug!(peer = %conn.intake.peer, err = %e, "connection error");
+                        self.intake
+                            .handle_stream_end(&mut conn.intake, self.sink.pipeline(), now);
                         return ConnState::Closed;
                     }
                 },
@@ -477,29 +369,11 @@ impl Worker {
         }
     }
 
-    /// The peer closed: what is left becomes a last frame or a truncation.
-    fn finish_conn(&mut self, key: usize, buf: &mut BytesMut, peer: &str, now: Instant) {
-        loop {
-            let framed = self.conns[key].framer.decode(buf);
-            match framed {
-                Ok(Some(mut frame)) => self.take_frame(frame.kind, &mut frame.payload, peer, now),
-                Ok(None) => break,
-                Err(err) => self.reject_frame(err, peer, now),
-            }
-        }
-        let last = self.conns[key].framer.finish(buf);
-        match last {
-            Ok(Some(mut frame)) => self.take_frame(frame.kind, &mut frame.payload, peer, now),
-            Ok(None) => {}
-            Err(err) => self.reject_frame(err, peer, now),
-        }
-    }
-
     fn close(&mut self, key: usize) {
         if self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(conn.stream.source());
-            debug!(worker = self.id, peer = %conn.peer, "connection closed");
+            debug!(peer = %conn.intake.peer, "connection closed");
         }
     }
 
@@ -521,13 +395,12 @@ impl Worker {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             // One pass: what the kernel holds now; a client still sending is cut off here.
-            let mut buf = std::mem::take(&mut self.conns[key].buf);
-            let peer = std::mem::take(&mut self.conns[key].peer);
-            while let ConnState::More = self.drive_conn(key, &mut buf, &peer, now) {}
-            if self.conns.contains(key) {
-                self.finish_conn(key, &mut buf, &peer, now);
-                self.close(key);
+            while let ConnState::More = self.read_conn(key, now) {}
+            if let Some(conn) = self.conns.get_mut(key) {
+                self.intake
+                    .handle_stream_end(&mut conn.intake, self.sink.pipeline(), now);
             }
+            self.close(key);
         }
         let deadline = now + self.shutdown_timeout;
         let mut events = Events::with_capacity(64);
