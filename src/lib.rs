@@ -17,6 +17,7 @@ pub mod decode;
 pub mod event;
 pub mod host;
 pub mod intake;
+pub mod metrics;
 pub mod redis;
 pub mod repr;
 pub mod runtime;

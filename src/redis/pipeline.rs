@@ -101,6 +101,11 @@ impl Pipeline {
         }
     }
 
+    /// The list's key.
+    pub fn key(&self) -> &[u8] {
+        &self.config.key
+    }
+
     /// Records held (in flight or not sent yet).
     pub fn len(&self) -> usize {
         self.queue.len()

@@ -139,13 +139,14 @@ impl Worker {
             max_batch_bytes: MAX_BATCH_BYTES,
             max_in_flight: MAX_IN_FLIGHT,
         });
-        let sink = Sink::new(
+        let mut sink = Sink::new(
             config.redis.clone(),
             REDIS,
             pipeline,
             Arc::clone(&stats),
             Instant::now(),
         );
+        sink.session().set_max_queue_length(config.max_queue_length);
         Ok(Worker {
             id,
             poll,

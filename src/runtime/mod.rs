@@ -83,14 +83,22 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-fn unix_listener(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+fn unix_listener(path: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     // A socket file left by a previous run would make bind fail; anything else is not ours.
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
             std::fs::remove_file(path)?;
         }
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    // Created owner-only, then opened up to `mode`, so it is never more open than asked.
+    // Safety: umask only swaps the process mask; no other thread runs while sockets are bound.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // Safety: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
@@ -109,14 +117,24 @@ pub fn bind(config: &Config) -> Result<Vec<Listeners>, RunError> {
         udp_addr = udp.local_addr()?;
         tcp_addr = tcp.local_addr()?;
         let unix = match (&config.unix, worker) {
-            (Some(path), 0) => {
-                Some(unix_listener(path).map_err(bind_error(format!("unix {}", path.display())))?)
-            }
+            (Some(path), 0) => Some(
+                unix_listener(path, config.unix_mode)
+                    .map_err(bind_error(format!("unix {}", path.display())))?,
+            ),
             _ => None,
         };
         all.push(Listeners { udp, tcp, unix });
     }
     Ok(all)
+}
+
+/// The workers' counters, summed.
+fn total(stats: &[Arc<Stats>]) -> Snapshot {
+    let mut sum = Snapshot::default();
+    for s in stats {
+        sum.add(&s.snapshot());
+    }
+    sum
 }
 
 /// What the signal thread tells the main thread.
@@ -167,6 +185,17 @@ pub fn run(config: Config) -> Result<Snapshot, RunError> {
         "pystash listening"
     );
 
+    if let Some(addr) = config.metrics {
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(bind_error(format!("metrics {addr}")))?;
+        let stats = stats.clone();
+        let workers = config.workers;
+        thread::Builder::new()
+            .name("pystash-metrics".into())
+            .spawn(move || crate::metrics::serve(listener, || (total(&stats), "epoll", workers)))?;
+        info!(%addr, "serving metrics at /metrics");
+    }
+
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -187,13 +216,6 @@ pub fn run(config: Config) -> Result<Snapshot, RunError> {
             }
         })?;
 
-    let total = |stats: &[Arc<Stats>]| {
-        let mut sum = Snapshot::default();
-        for s in stats {
-            sum.add(&s.snapshot());
-        }
-        sum
-    };
     let tick = config.stats_interval.unwrap_or(Duration::from_secs(3600));
     loop {
         match rx.recv_timeout(tick) {
