@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::event::{EventConfig, LogstashVersion};
 use crate::redis::pipeline::PushCommand;
+use crate::spool::{FsyncPolicy, SpoolConfig};
 
 /// Raw flags, as typed.
 #[derive(Debug, Clone, Parser)]
@@ -63,6 +64,18 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9022).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Overflow records that do not fit in memory (Redis down, slow or congested) into an
+    /// on-disk spool in this directory; it is replayed in order, also after a restart.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Bytes the spool may hold (over all workers); when full, streams wait and datagrams are
+    /// dropped and counted.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub spool_max_bytes: u64,
+    /// When spooled records are fsync'ed: `always` (every loop turn that wrote), `interval`
+    /// (every second) or `never` (left to the OS).
+    #[arg(long, value_enum, default_value = "interval")]
+    pub spool_fsync: FsyncArg,
     /// Permissions of the --unix socket, in octal.
     #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
     pub unix_mode: u32,
@@ -110,6 +123,17 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{s:?} is not an octal mode like 660"))
 }
 
+/// `--spool-fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncArg {
+    /// fsync after every loop turn that appended.
+    Always,
+    /// fsync at most once a second.
+    Interval,
+    /// Never fsync.
+    Never,
+}
+
 /// `--push`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PushArg {
@@ -151,6 +175,8 @@ pub struct Config {
     pub max_queue_length: Option<u64>,
     /// `--metrics`.
     pub metrics: Option<std::net::SocketAddr>,
+    /// `--spool-dir` and friends, per worker.
+    pub spool: Option<SpoolConfig>,
     /// Redis server.
     pub redis: RedisTarget,
     /// The list's key.
@@ -265,6 +291,16 @@ impl Config {
             unix_mode: args.unix_mode,
             max_queue_length: args.max_queue_length,
             metrics: args.metrics,
+            spool: args.spool_dir.map(|dir| SpoolConfig {
+                dir,
+                max_bytes: args.spool_max_bytes / workers as u64,
+                segment_bytes: (args.spool_max_bytes / workers as u64 / 8).clamp(1 << 16, 64 << 20),
+                fsync: match args.spool_fsync {
+                    FsyncArg::Always => FsyncPolicy::Always,
+                    FsyncArg::Interval => FsyncPolicy::Interval(Duration::from_secs(1)),
+                    FsyncArg::Never => FsyncPolicy::Never,
+                },
+            }),
             redis,
             queue: Bytes::from(args.redis_queue.into_bytes()),
             push: match args.push {

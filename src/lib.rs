@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod redis;
 pub mod repr;
 pub mod runtime;
+pub mod spool;
 pub mod stats;
 pub mod value;
 

@@ -104,6 +104,13 @@ pub fn render(s: &Snapshot, engine: &str, workers: usize, out: &mut String) {
         "Records held for Redis now.",
     );
     let _ = writeln!(out, "pystash_records_buffered {}", s.buffered);
+    metric(
+        out,
+        "pystash_spool_bytes",
+        "gauge",
+        "Bytes in the disk spool now.",
+    );
+    let _ = writeln!(out, "pystash_spool_bytes {}", s.spool_bytes);
     let name = "pystash_redis_rtt_seconds";
     metric(
         out,

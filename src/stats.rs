@@ -105,6 +105,8 @@ pub struct Stats {
     pub congestion_pauses: AtomicU64,
     /// Payload bytes of the frames received.
     pub bytes_received: AtomicU64,
+    /// Bytes in the disk spool right now.
+    pub spool_bytes: AtomicU64,
     /// Time from writing a push to its reply.
     pub redis_rtt: Histogram,
 }
@@ -133,6 +135,7 @@ impl Stats {
             buffered: self.buffered.load(Relaxed),
             congestion_pauses: self.congestion_pauses.load(Relaxed),
             bytes_received: self.bytes_received.load(Relaxed),
+            spool_bytes: self.spool_bytes.load(Relaxed),
             redis_rtt: self.redis_rtt.snapshot().0,
             redis_rtt_sum_us: self.redis_rtt.snapshot().1,
         }
@@ -162,6 +165,8 @@ pub struct Snapshot {
     pub congestion_pauses: u64,
     /// See [`Stats::bytes_received`].
     pub bytes_received: u64,
+    /// See [`Stats::spool_bytes`].
+    pub spool_bytes: u64,
     /// See [`Stats::redis_rtt`]: counts per bucket, not cumulative.
     pub redis_rtt: [u64; RTT_BUCKETS_US.len() + 1],
     /// Sum of the round trips, in microseconds.
@@ -183,6 +188,7 @@ impl Snapshot {
         self.buffered += other.buffered;
         self.congestion_pauses += other.congestion_pauses;
         self.bytes_received += other.bytes_received;
+        self.spool_bytes += other.spool_bytes;
         for (a, b) in self.redis_rtt.iter_mut().zip(other.redis_rtt) {
             *a += b;
         }
@@ -225,6 +231,9 @@ impl fmt::Display for Snapshot {
         }
         if self.dropped_shutdown > 0 {
             write!(f, " dropped_shutdown={}", self.dropped_shutdown)?;
+        }
+        if self.spool_bytes > 0 {
+            write!(f, " spool_bytes={}", self.spool_bytes)?;
         }
         if self.congestion_pauses > 0 {
             write!(f, " congestion_pauses={}", self.congestion_pauses)?;

@@ -275,6 +275,7 @@ impl Session {
     /// Appends what should be written next to `out`: setup commands after a connect, then
     /// pushes while the in-flight limit and backoff allow.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.pipeline.sync(now);
         match self.state {
             State::Connected => {
                 if let Some(password) = &self.target.password {
@@ -432,6 +433,7 @@ impl Session {
                 );
                 Stats::add(&self.stats.congestion_pauses, 1);
                 self.congested = Some(Some(now + CONGESTION_PROBE));
+                self.pipeline.set_spill(true);
             }
             (false, true) => {
                 info!(
@@ -474,6 +476,7 @@ impl Session {
     /// The connection can carry pushes: end an outage.
     fn usable(&mut self, now: Instant) {
         self.backoff = MIN_BACKOFF;
+        self.pipeline.set_spill(self.congested.is_some());
         match self.outage.take() {
             Some(outage) => info!(
                 host = %self.target.host,
@@ -503,6 +506,7 @@ impl Session {
                     last_logged: now,
                     failures: 1,
                 });
+                self.pipeline.set_spill(true);
             }
             Some(outage) => {
                 outage.failures += 1;

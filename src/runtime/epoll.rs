@@ -19,7 +19,6 @@ use tracing::{debug, info, warn};
 use super::Listeners;
 use crate::config::Config;
 use crate::intake::{Intake, StreamConn};
-use crate::redis::pipeline::{Pipeline, PipelineConfig};
 use crate::redis::sink::Sink;
 use crate::stats::Stats;
 
@@ -38,12 +37,6 @@ const STREAM_BUDGET: usize = 1 << 20;
 const READ_CHUNK: usize = 64 * 1024;
 /// Largest UDP payload, plus one byte to notice truncation.
 const DATAGRAM_BUF: usize = 65_536;
-/// Commands pipelined on the Redis connection.
-const MAX_IN_FLIGHT: usize = 8;
-/// Records per push at most.
-const MAX_BATCH_RECORDS: usize = 1024;
-/// Event bytes per push at most.
-const MAX_BATCH_BYTES: usize = 1 << 20;
 
 enum Stream {
     Tcp(TcpStream),
@@ -131,14 +124,7 @@ impl Worker {
         if let Some(unix) = &mut unix {
             poll.registry().register(unix, UNIX, Interest::READABLE)?;
         }
-        let pipeline = Pipeline::new(PipelineConfig {
-            key: config.queue.clone(),
-            command: config.push,
-            capacity: buffer_records,
-            max_batch_records: MAX_BATCH_RECORDS,
-            max_batch_bytes: MAX_BATCH_BYTES,
-            max_in_flight: MAX_IN_FLIGHT,
-        });
+        let pipeline = super::pipeline(config, id, buffer_records)?;
         let mut sink = Sink::new(
             config.redis.clone(),
             REDIS,
@@ -219,9 +205,7 @@ impl Worker {
     }
 
     fn update_gauge(&self) {
-        self.stats
-            .buffered
-            .store(self.sink.pipeline_ref().len() as u64, Ordering::Relaxed);
+        super::update_gauges(&self.stats, self.sink.pipeline_ref());
     }
 
     fn mark_ready(&mut self, key: usize) {

@@ -18,6 +18,8 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
+use crate::redis::pipeline::{Pipeline, PipelineConfig};
+use crate::spool::Spool;
 use crate::stats::{Snapshot, Stats};
 
 /// Receive buffer asked for on UDP sockets, so bursts wait in the kernel instead of being lost.
@@ -126,6 +128,41 @@ pub fn bind(config: &Config) -> Result<Vec<Listeners>, RunError> {
         all.push(Listeners { udp, tcp, unix });
     }
     Ok(all)
+}
+
+/// Commands pipelined on one Redis connection.
+const MAX_IN_FLIGHT: usize = 8;
+/// Records per push at most.
+const MAX_BATCH_RECORDS: usize = 1024;
+/// Event bytes per push at most.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Worker `id`'s pipeline: `capacity` records in memory, and its share of the spool when
+/// `--spool-dir` is set (whatever a previous run left there is replayed first).
+///
+/// # Errors
+/// When the spool cannot be opened.
+pub fn pipeline(config: &Config, id: usize, capacity: usize) -> io::Result<Pipeline> {
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        key: config.queue.clone(),
+        command: config.push,
+        capacity,
+        max_batch_records: MAX_BATCH_RECORDS,
+        max_batch_bytes: MAX_BATCH_BYTES,
+        max_in_flight: MAX_IN_FLIGHT,
+    });
+    if let Some(spool) = &config.spool {
+        let (spool, _) = Spool::open(spool.clone(), id, config.workers)?;
+        pipeline.set_overflow(Box::new(spool));
+    }
+    Ok(pipeline)
+}
+
+/// Publishes a worker's gauges.
+pub fn update_gauges(stats: &Stats, pipeline: &Pipeline) {
+    use std::sync::atomic::Ordering::Relaxed;
+    stats.buffered.store(pipeline.len() as u64, Relaxed);
+    stats.spool_bytes.store(pipeline.overflow_bytes(), Relaxed);
 }
 
 /// The workers' counters, summed.
