@@ -291,7 +291,10 @@ mod tests {
         let exact = distribution(&h);
         assert_eq!(points.len(), exact.len());
         for (&(p, v), &(q, w)) in points.iter().zip(&exact) {
-            assert!((p - q).abs() < 1e-9 && (v - w).abs() < 1e-3, "{p} {v} vs {q} {w}");
+            assert!(
+                (p - q).abs() < 1e-9 && (v - w).abs() < 1e-3,
+                "{p} {v} vs {q} {w}"
+            );
         }
         let last = points.last().unwrap();
         assert_eq!(last.0, 100.0);
