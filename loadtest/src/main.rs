@@ -79,10 +79,16 @@ fn plot_runs(a: PlotArgs) -> anyhow::Result<()> {
             let label = path
                 .file_stem()
                 .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-            Series { label, points }
+            Series {
+                label,
+                points,
+                headline: None,
+            }
         } else {
             let s = read_summary(path)?;
+            let l = &s.latency_ms;
             Series {
+                headline: Some([l.p50, l.p99, l.max]),
                 label: s.label,
                 points: s.percentiles,
             }

@@ -11,6 +11,9 @@ pub struct Series {
     pub label: String,
     /// `(percentile 0..=100, latency ms)`, in increasing percentile order.
     pub points: Vec<(f64, f64)>,
+    /// Exact `[p50, p99, max]` for the legend, when known (from a summary); otherwise they are
+    /// read off the points.
+    pub headline: Option<[f64; 3]>,
 }
 
 const W: f64 = 960.0;
@@ -206,7 +209,13 @@ pub fn render(title: &str, series: &[Series], log_y: bool) -> String {
     // Legend, top left inside the plot, where the curves are flat and low.
     let line_h = 20.0;
     let legend_h = line_h * series.len() as f64 + 10.0;
-    let legend_w = 420.0f64.min(pw - 20.0);
+    // About 7 px per character at 13 px Helvetica, plus the colour sample.
+    let longest = series
+        .iter()
+        .map(|s| s.label.chars().count())
+        .max()
+        .unwrap_or(0);
+    let legend_w = (60.0 + 7.2 * (longest + 34) as f64).min(pw - 20.0);
     let _ = writeln!(
         s,
         r##"<rect x="{:.1}" y="{:.1}" width="{legend_w:.1}" height="{legend_h:.1}" fill="white" fill-opacity="0.9" stroke="#bbb"/>"##,
@@ -216,12 +225,12 @@ pub fn render(title: &str, series: &[Series], log_y: bool) -> String {
     for (i, ser) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let y = TOP + 10.0 + 5.0 + line_h * (i as f64 + 0.5);
-        let stats = match (
-            at(&ser.points, 50.0),
-            at(&ser.points, 99.0),
-            ser.points.last(),
-        ) {
-            (Some(p50), Some(p99), Some(&(_, max))) => format!(
+        let headline = ser.headline.or_else(|| {
+            let max = ser.points.last()?.1;
+            Some([at(&ser.points, 50.0)?, at(&ser.points, 99.0)?, max])
+        });
+        let stats = match headline {
+            Some([p50, p99, max]) => format!(
                 "  p50 {}  p99 {}  max {} ms",
                 ms_text(p50),
                 ms_text(p99),
@@ -273,10 +282,12 @@ mod tests {
         let a = Series {
             label: "a <udp>".into(),
             points: vec![(0.0, 0.1), (50.0, 0.2), (99.0, 1.0), (100.0, 3.0)],
+            headline: None,
         };
         let b = Series {
             label: "b".into(),
             points: vec![(0.0, 0.2), (99.99, 2.0), (100.0, 2.5)],
+            headline: Some([0.21, 1.9, 2.5]),
         };
         for log_y in [false, true] {
             let svg = render("t & t", &[a.clone(), b.clone()], log_y);
@@ -287,6 +298,7 @@ mod tests {
                 "{svg}"
             );
             assert!(svg.contains("t &amp; t"));
+            assert!(svg.contains(">b  p50 0.21  p99 1.9  max 2.5 ms<"), "{svg}");
             assert!(svg.contains(">99.99%<"));
             assert!(!svg.contains("NaN") && !svg.contains("inf"));
         }

@@ -250,7 +250,10 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
             Err(_) => errors.push("sender panicked".into()),
         }
     }
-    let send_end_ns = clock.elapsed_ns();
+    let send_end_ns = stats
+        .last_send_ns
+        .load(Ordering::Relaxed)
+        .max(send_start_ns);
     live.sending_done.store(true, Ordering::Release);
 
     let tally = match consumer {
@@ -416,10 +419,20 @@ pub fn write_outputs(dir: &Path, outcome: &Outcome) -> io::Result<Vec<PathBuf>> 
             Series {
                 label: format!("{} (from schedule)", summary.label),
                 points: hist::distribution(&latency.corrected),
+                headline: Some([
+                    summary.latency_ms.p50,
+                    summary.latency_ms.p99,
+                    summary.latency_ms.max,
+                ]),
             },
             Series {
                 label: format!("{} (from actual send)", summary.label),
                 points: hist::distribution(&latency.uncorrected),
+                headline: Some([
+                    summary.latency_uncorrected_ms.p50,
+                    summary.latency_uncorrected_ms.p99,
+                    summary.latency_uncorrected_ms.max,
+                ]),
             },
         ];
         let path = dir.join(format!("{}.svg", summary.label));

@@ -91,6 +91,8 @@ pub struct SendStats {
     pub lag_ns: AtomicU64,
     /// The most it was ever behind (ns).
     pub max_lag_ns: AtomicU64,
+    /// When the last batch was handed to the kernel (ns since the clock's start).
+    pub last_send_ns: AtomicU64,
     /// Send calls that failed and were retried (UDP `ECONNREFUSED`, `ENOBUFS`).
     pub retries: AtomicU64,
 }
