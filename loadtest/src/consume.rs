@@ -313,6 +313,21 @@ impl Tally {
     }
 }
 
+/// What to pop and how.
+#[derive(Debug, Clone)]
+pub struct Pop {
+    /// Redis.
+    pub url: RedisUrl,
+    /// The list.
+    pub queue: String,
+    /// LRANGE batches or BLPOP.
+    pub mode: PopMode,
+    /// Events per LRANGE.
+    pub batch: usize,
+    /// How long one BLPOP blocks.
+    pub block: Duration,
+}
+
 /// Pops events and tallies them.
 pub struct Consumer {
     conn: Conn,
@@ -326,21 +341,18 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// A consumer of `queue` for a run with `streams` streams.
+    /// A consumer for a run with `streams` streams.
     ///
     /// # Errors
     /// Connecting to Redis fails.
     pub fn connect(
-        url: &RedisUrl,
-        queue: &str,
-        mode: PopMode,
-        batch: usize,
-        block: Duration,
+        pop: &Pop,
         run: u32,
         streams: u32,
         clock: Clock,
     ) -> Result<Consumer, ConsumeError> {
-        let conn = Conn::connect(url)?;
+        let (queue, mode, batch, block) = (&pop.queue, pop.mode, pop.batch, pop.block);
+        let conn = Conn::connect(&pop.url)?;
         let mut cmd = Vec::new();
         let key = queue.as_bytes();
         match mode {

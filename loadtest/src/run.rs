@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::config::RunConfig;
-use crate::consume::{ConsumeError, Consumer, PopMode, Tally};
+use crate::consume::{ConsumeError, Consumer, Pop, PopMode, Tally};
 use crate::dist::Rng;
 use crate::hist::{self, Latency, Percentiles};
 use crate::plot::{self, Series};
@@ -172,17 +172,15 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
                     .and_then(|mut c| c.simple(&[b"DEL", cfg.queue.as_bytes()]))
                     .with_context(|| format!("clearing {} on {redis}", cfg.queue))?;
             }
-            let c = Consumer::connect(
-                url,
-                &cfg.queue,
-                cfg.consume,
-                cfg.pop_batch,
-                BLPOP_BLOCK,
-                run,
-                cfg.streams as u32,
-                clock,
-            )
-            .with_context(|| format!("connecting to Redis at {redis}"))?;
+            let pop = Pop {
+                url: url.clone(),
+                queue: cfg.queue.clone(),
+                mode: cfg.consume,
+                batch: cfg.pop_batch,
+                block: BLPOP_BLOCK,
+            };
+            let c = Consumer::connect(&pop, run, cfg.streams as u32, clock)
+                .with_context(|| format!("connecting to Redis at {redis}"))?;
             let (live, stats) = (live.clone(), stats.clone());
             let (drain, mode) = (cfg.drain_timeout, cfg.consume);
             Some(

@@ -60,7 +60,7 @@ impl Pacer {
     /// is no schedule.
     pub fn next_due(&self) -> Option<u64> {
         let iv = self.interval_ns?;
-        (self.issued < self.limit).then(|| (self.issued as f64 * iv) as u64)
+        (self.issued < self.limit).then_some((self.issued as f64 * iv) as u64)
     }
 
     /// All `limit` records issued.
