@@ -329,6 +329,8 @@ impl Sender {
             self.stats
                 .bytes
                 .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            let now = self.clock.elapsed_ns();
+            self.stats.last_send_ns.fetch_max(now, Ordering::Relaxed);
         }
         self.stats.lag_ns.store(0, Ordering::Relaxed);
         for s in &mut socks {
