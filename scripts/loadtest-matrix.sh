@@ -15,6 +15,7 @@
 #   MAX_COUNT  records each "max" scenario sends (default 200k)
 #   SIZE       record sizes (default 500..1000)
 #   EXTRA      more pystash-loadtest flags for every run, e.g. "--connections 4 --senders 2"
+#   PLOT_FLAGS flags for the plot (default --log-y: rated and max runs differ by 100x)
 #   OUT        output directory (default target/loadtest/matrix-DATE)
 #   SKIP_BUILD=1  use the release binaries already built
 # Every run is bounded by `timeout`; the default matrix stays well under 3 minutes after the
@@ -30,6 +31,7 @@ SIZE=${SIZE:-500..1000}
 EXTRA=${EXTRA:-}
 OUT=${OUT:-target/loadtest/matrix-$(date +%Y%m%d-%H%M%S)}
 RUN_TIMEOUT=${RUN_TIMEOUT:-60}
+PLOT_FLAGS=${PLOT_FLAGS:---log-y}
 
 if [ -z "${SKIP_BUILD:-}" ]; then
   cargo build --release -q -p pystash -p pystash-loadtest
@@ -120,7 +122,8 @@ done
 
 ((${#summaries[@]})) || { echo "no run produced a summary" >&2; exit 1; }
 "$LOADTEST" report "${summaries[@]}" | tee "$OUT/table.md"
-"$LOADTEST" plot "${summaries[@]}" -o "$OUT/latency.svg" --title "pystash end-to-end latency ($ENGINES)" 2>/dev/null
+# shellcheck disable=SC2086 # PLOT_FLAGS is a list of flags
+"$LOADTEST" plot "${summaries[@]}" -o "$OUT/latency.svg" --title "pystash end-to-end latency ($ENGINES)" $PLOT_FLAGS 2>/dev/null
 if command -v rsvg-convert >/dev/null; then
   rsvg-convert "$OUT/latency.svg" -o "$OUT/latency.png"
 fi

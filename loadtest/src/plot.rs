@@ -17,9 +17,10 @@ pub struct Series {
 }
 
 const W: f64 = 960.0;
-const H: f64 = 560.0;
+/// Height of the plot area; the legend goes below it, one line per run.
+const PH: f64 = 440.0;
 const LEFT: f64 = 84.0;
-const RIGHT: f64 = 28.0;
+const RIGHT: f64 = 44.0;
 const TOP: f64 = 56.0;
 const BOTTOM: f64 = 64.0;
 const COLORS: [&str; 10] = [
@@ -115,7 +116,10 @@ pub fn render(title: &str, series: &[Series], log_y: bool) -> String {
         .fold(f64::INFINITY, f64::min);
 
     let pw = W - LEFT - RIGHT;
-    let ph = H - TOP - BOTTOM;
+    let ph = PH;
+    let line_h = 20.0;
+    let legend_top = TOP + PH + BOTTOM;
+    let h = legend_top + line_h * series.len() as f64 + 12.0;
     let sx = |p: f64| LEFT + nines(p, x_max) / x_max * pw;
     // The latency axis: linear from 0, or log over whole decades.
     let (y_lo, y_hi, step) = if log_y {
@@ -142,9 +146,9 @@ pub fn render(title: &str, series: &[Series], log_y: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="Helvetica, Arial, sans-serif" font-size="13">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{h}" viewBox="0 0 {W} {h}" font-family="Helvetica, Arial, sans-serif" font-size="13">"#
     );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
+    let _ = writeln!(s, r#"<rect width="{W}" height="{h}" fill="white"/>"#);
     let _ = writeln!(
         s,
         r#"<text x="{}" y="30" text-anchor="middle" font-size="17" font-weight="bold">{}</text>"#,
@@ -166,7 +170,7 @@ pub fn render(title: &str, series: &[Series], log_y: bool) -> String {
         s,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">Percentile</text>"#,
         LEFT + pw / 2.0,
-        H - 16.0
+        TOP + PH + BOTTOM - 16.0
     );
     // Latency grid and labels.
     let mut t = y_lo;
@@ -206,25 +210,10 @@ pub fn render(title: &str, series: &[Series], log_y: bool) -> String {
             pts.trim_end()
         );
     }
-    // Legend, top left inside the plot, where the curves are flat and low.
-    let line_h = 20.0;
-    let legend_h = line_h * series.len() as f64 + 10.0;
-    // About 7 px per character at 13 px Helvetica, plus the colour sample.
-    let longest = series
-        .iter()
-        .map(|s| s.label.chars().count())
-        .max()
-        .unwrap_or(0);
-    let legend_w = (60.0 + 7.2 * (longest + 34) as f64).min(pw - 20.0);
-    let _ = writeln!(
-        s,
-        r##"<rect x="{:.1}" y="{:.1}" width="{legend_w:.1}" height="{legend_h:.1}" fill="white" fill-opacity="0.9" stroke="#bbb"/>"##,
-        LEFT + 10.0,
-        TOP + 10.0
-    );
+    // Legend below the plot, where no curve can hide it.
     for (i, ser) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let y = TOP + 10.0 + 5.0 + line_h * (i as f64 + 0.5);
+        let y = legend_top + line_h * (i as f64 + 0.5);
         let headline = ser.headline.or_else(|| {
             let max = ser.points.last()?.1;
             Some([at(&ser.points, 50.0)?, at(&ser.points, 99.0)?, max])
