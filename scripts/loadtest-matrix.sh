@@ -13,7 +13,7 @@
 #              rate like 20k, 100k or max (default: see below)
 #   DURATION   how long each rated scenario sends (default 5s)
 #   MAX_COUNT  records each "max" scenario sends (default 200k)
-#   SIZE       record sizes (default 500..1000)
+#   SIZE       record sizes (default 800..1600)
 #   EXTRA      more pystash-loadtest flags for every run, e.g. "--connections 4 --senders 2"
 #   PLOT_FLAGS flags for the plot (default --log-y: rated and max runs differ by 100x)
 #   OUT        output directory (default target/loadtest/matrix-DATE)
@@ -27,7 +27,7 @@ ENGINES=${ENGINES:-default}
 SCENARIOS=${SCENARIOS:-"udp-pickle-20k udp-pickle-100k tcp-pickle-100k tcp-json-100k unix-pickle-100k udp-pickle-max tcp-pickle-max"}
 DURATION=${DURATION:-5s}
 MAX_COUNT=${MAX_COUNT:-200k}
-SIZE=${SIZE:-500..1000}
+SIZE=${SIZE:-800..1600}
 EXTRA=${EXTRA:-}
 OUT=${OUT:-target/loadtest/matrix-$(date +%Y%m%d-%H%M%S)}
 RUN_TIMEOUT=${RUN_TIMEOUT:-60}

@@ -109,7 +109,7 @@ pub struct RunArgs {
     pub connections: Option<usize>,
     /// Record size in bytes on the wire: `400`, `200..600`, or a weighted mix like
     /// `300..900@95,4000..16000@5`. Records never shrink below their fields.
-    #[arg(long, default_value = "500..1000")]
+    #[arg(long, default_value = "800..1600")]
     pub size: String,
     /// Records per send syscall at most (one sendmmsg or write).
     #[arg(long, default_value_t = 64)]
