@@ -1,9 +1,9 @@
 //! Short real runs: the pystash binary and a private redis-server on free ports, records over
 //! UDP, TCP and a unix socket, popped with LRANGE and BLPOP; nothing may be lost.
 //!
-//! The pystash binary is `$PYSTASH_BIN`, else the workspace's `target/debug/pystash`, else it
-//! is built into `target/loadtest-e2e` (a separate target dir: the running `cargo test` holds
-//! the lock on the default one).
+//! The pystash binary is `$PYSTASH_BIN`, else `debug/pystash` in the target dir (`cargo test
+//! --workspace` builds it), else it is built into `target/loadtest-e2e` (a separate target
+//! dir: the running `cargo test` holds the lock on the default one).
 
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -65,7 +65,9 @@ fn pystash_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("PYSTASH_BIN") {
         return p.into();
     }
-    let default = workspace().join("target/debug/pystash");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace().join("target"), PathBuf::from);
+    let default = target.join("debug/pystash");
     if default.exists() {
         return default;
     }
