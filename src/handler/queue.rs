@@ -347,6 +347,9 @@ impl Worker {
             let caught_up = self.local.is_empty();
             let mut state = self.shared.lock();
             state.held = self.local.len();
+            if state.blocked > 0 && state.records.len() + state.held < state.capacity {
+                self.shared.room.notify_all();
+            }
             if caught_up && self.transport.held() == 0 && state.records.is_empty() {
                 if state.flush_done < flush_wanted {
                     state.flush_done = flush_wanted;
