@@ -241,16 +241,17 @@ mod tests {
             ("dbg", kv::Value::from_debug(&[1, 2])),
             ("err", kv::Value::from_dyn_error(&err)),
         ];
-        let record = Record::builder()
-            .level(::log::Level::Warn)
-            .target(module_path!())
-            .module_path_static(Some(module_path!()))
-            .file_static(Some(file!()))
-            .line(Some(7))
-            .args(format_args!("hello {}", "world"))
-            .key_values(&kvs)
-            .build();
-        let c = capture(&record);
+        let c = capture(
+            &Record::builder()
+                .level(::log::Level::Warn)
+                .target(module_path!())
+                .module_path_static(Some(module_path!()))
+                .file_static(Some(file!()))
+                .line(Some(7))
+                .args(format_args!("hello {}", "world"))
+                .key_values(&kvs)
+                .build(),
+        );
         assert_eq!(c.level, Level::Warn);
         assert!(matches!(
             c.target,
@@ -278,11 +279,12 @@ mod tests {
             Some("request failed\nCaused by: timeout")
         );
 
-        let record = Record::builder()
-            .target("custom")
-            .args(format_args!("static text"))
-            .build();
-        let c = capture(&record);
+        let c = capture(
+            &Record::builder()
+                .target("custom")
+                .args(format_args!("static text"))
+                .build(),
+        );
         assert!(matches!(c.message, Cow::Borrowed("static text")));
         assert_eq!(c.target, "custom");
         assert_eq!(c.level, Level::Info);

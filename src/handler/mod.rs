@@ -314,7 +314,7 @@ impl Builder {
                     max_batch_bytes: MAX_BATCH_BYTES,
                     max_in_flight: 1,
                 });
-                Transport::Redis(Redis::new(target, pipeline))
+                Transport::Redis(Box::new(Redis::new(target, pipeline)))
             }
         };
         let (queue, worker) = queue::new(

@@ -95,7 +95,7 @@ impl std::fmt::Display for StreamTarget {
 pub(crate) enum Transport {
     Datagram(Datagram),
     Stream(Stream),
-    Redis(Redis),
+    Redis(Box<Redis>),
 }
 
 impl Transport {
