@@ -230,6 +230,32 @@ fn tcp_events_field_by_field() {
     assert_eq!((stats.accepted, stats.sent, stats.dropped()), (4, 4, 0));
 }
 
+/// Logs while being formatted for another record.
+struct Noisy<'a>(&'a Logger);
+
+impl std::fmt::Display for Noisy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        log::info!(logger: self.0, "inner");
+        f.write_str("outer")
+    }
+}
+
+#[test]
+fn logging_while_formatting_a_record_is_safe() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let lines = tcp_lines(listener);
+    let (logger, handle) = logger(Builder::new(Destination::Tcp(addr)));
+    log::info!(logger: logger, "{} {}", Noisy(&logger), Noisy(&logger));
+    let events = recv_n(&lines, 3);
+    let messages: Vec<&str> = events
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages, ["inner", "inner", "outer outer"]);
+    assert_eq!(handle.shutdown(WAIT).sent, 3);
+}
+
 #[test]
 fn udp_one_event_per_datagram_v0() {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -1,9 +1,12 @@
-//! The `log` crate backend: a [`log::Log`](::log::Log) that captures each record and queues it
+//! The `log` crate backend: a [`log::Log`](::log::Log) that encodes each record and queues it
 //! for the handler's worker.
 //!
 //! Key-values (`log::info!(user = "ada", n = 3; "...")`) become extras with their types kept
 //! (integers, floats, booleans, strings; other values as their `Display`/`Debug` text). An error
 //! value (`err:err = e`) is also the record's exception: its chain becomes `exc_info`.
+//!
+//! On the logging thread a record costs its encoding ([`encode`]: the message formatted straight
+//! into a reused buffer) and one copy into the queue.
 
 use std::borrow::Cow;
 use std::time::SystemTime;
@@ -11,7 +14,7 @@ use std::time::SystemTime;
 use ::log::kv::{self, VisitSource, VisitValue};
 use ::log::{LevelFilter, Metadata, Record};
 
-use super::record::{error_chain, Captured, Field};
+use super::record::{Encoder, Field, Header};
 use super::{Builder, Handle, HandlerError, Sender};
 
 /// A `log` backend sending to a pystash handler.
@@ -40,7 +43,7 @@ impl ::log::Log for Logger {
 
     fn log(&self, record: &Record<'_>) {
         if self.enabled(record.metadata()) {
-            self.sender.send(capture(record));
+            self.sender.send_with(|buf| encode(record, buf));
         }
     }
 
@@ -79,126 +82,105 @@ impl Builder {
     }
 }
 
-/// Copies what the event needs out of `record`: `'static` strings (target, module path, file
-/// and message without arguments, as the macros give them) are borrowed, the rest is owned.
-pub fn capture(record: &Record<'_>) -> Captured {
+/// Encodes `record` into `out`: the message is formatted straight into the buffer, key-values
+/// keep their types, nothing is allocated once `out` has grown to a record's size.
+pub fn encode(record: &Record<'_>, out: &mut Vec<u8>) {
+    let mut encoder = Encoder::begin(
+        out,
+        &Header {
+            level: record.level().into(),
+            created: SystemTime::now(),
+            target: record.target(),
+            module_path: record.module_path(),
+            file: record.file(),
+            line: record.line(),
+        },
+    );
     let args = record.args();
-    let message = match args.as_str() {
-        Some(text) => Cow::Borrowed(text),
-        None => Cow::Owned(std::fmt::format(*args)),
-    };
-    // The macros' default target is the module path: borrow the static one when they match.
-    let target = match record.module_path_static() {
-        Some(module) if module == record.target() => Cow::Borrowed(module),
-        _ => Cow::Owned(record.target().to_owned()),
-    };
-    let module_path = match record.module_path_static() {
-        Some(module) => Some(Cow::Borrowed(module)),
-        None => record.module_path().map(|m| Cow::Owned(m.to_owned())),
-    };
-    let file = match record.file_static() {
-        Some(file) => Some(Cow::Borrowed(file)),
-        None => record.file().map(|f| Cow::Owned(f.to_owned())),
-    };
-    let mut fields = Fields {
-        fields: Vec::new(),
-        exc_text: None,
-    };
+    match args.as_str() {
+        Some(text) => encoder.message(text),
+        None => encoder.message_fmt(*args),
+    }
     // Our visitor never fails.
-    let _ = record.key_values().visit(&mut fields);
-    Captured {
-        level: record.level().into(),
-        created: SystemTime::now(),
-        target,
-        message,
-        module_path,
-        file,
-        line: record.line(),
-        fields: fields.fields,
-        exc_text: fields.exc_text,
+    let _ = record.key_values().visit(&mut Fields {
+        encoder: &mut encoder,
+    });
+    encoder.finish();
+}
+
+/// Encodes key-values.
+struct Fields<'e, 'b> {
+    encoder: &'e mut Encoder<'b>,
+}
+
+impl<'kvs> VisitSource<'kvs> for Fields<'_, '_> {
+    fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
+        value.visit(FieldVisitor {
+            encoder: self.encoder,
+            key: key.as_str(),
+        })
     }
 }
 
-/// Collects key-values.
-struct Fields {
-    fields: Vec<(Cow<'static, str>, Field)>,
-    exc_text: Option<String>,
+/// Encodes one value, keeping its type where JSON has one.
+struct FieldVisitor<'e, 'b, 'k> {
+    encoder: &'e mut Encoder<'b>,
+    key: &'k str,
 }
 
-impl<'kvs> VisitSource<'kvs> for Fields {
-    fn visit_pair(&mut self, key: kv::Key<'kvs>, value: kv::Value<'kvs>) -> Result<(), kv::Error> {
-        let mut visitor = FieldVisitor {
-            field: Field::Null,
-            exc_text: None,
-        };
-        value.visit(&mut visitor)?;
-        if self.exc_text.is_none() {
-            self.exc_text = visitor.exc_text;
-        }
-        self.fields
-            .push((Cow::Owned(key.as_str().to_owned()), visitor.field));
+impl FieldVisitor<'_, '_, '_> {
+    fn field(&mut self, value: Field<'_>) -> Result<(), kv::Error> {
+        self.encoder.field(self.key, &value);
         Ok(())
     }
 }
 
-/// Converts one value, keeping its type where JSON has one.
-struct FieldVisitor {
-    field: Field,
-    exc_text: Option<String>,
-}
-
-impl<'v> VisitValue<'v> for FieldVisitor {
+impl<'v> VisitValue<'v> for FieldVisitor<'_, '_, '_> {
     fn visit_any(&mut self, value: kv::Value<'_>) -> Result<(), kv::Error> {
-        self.field = Field::Str(Cow::Owned(value.to_string()));
+        self.encoder.field_fmt(self.key, format_args!("{value}"));
         Ok(())
     }
 
     fn visit_null(&mut self) -> Result<(), kv::Error> {
-        self.field = Field::Null;
-        Ok(())
+        self.field(Field::Null)
     }
 
     fn visit_u64(&mut self, value: u64) -> Result<(), kv::Error> {
-        self.field = Field::UInt(value);
-        Ok(())
+        self.field(Field::UInt(value))
     }
 
     fn visit_i64(&mut self, value: i64) -> Result<(), kv::Error> {
-        self.field = Field::Int(value);
-        Ok(())
+        self.field(Field::Int(value))
     }
 
     fn visit_u128(&mut self, value: u128) -> Result<(), kv::Error> {
-        self.field = match i128::try_from(value) {
-            Ok(i) => Field::Int128(i),
-            Err(_) => Field::Str(Cow::Owned(value.to_string())),
-        };
-        Ok(())
+        match i128::try_from(value) {
+            Ok(i) => self.field(Field::Int128(i)),
+            Err(_) => {
+                self.encoder.field_fmt(self.key, format_args!("{value}"));
+                Ok(())
+            }
+        }
     }
 
     fn visit_i128(&mut self, value: i128) -> Result<(), kv::Error> {
-        self.field = Field::Int128(value);
-        Ok(())
+        self.field(Field::Int128(value))
     }
 
     fn visit_f64(&mut self, value: f64) -> Result<(), kv::Error> {
-        self.field = Field::Float(value);
-        Ok(())
+        self.field(Field::Float(value))
     }
 
     fn visit_bool(&mut self, value: bool) -> Result<(), kv::Error> {
-        self.field = Field::Bool(value);
-        Ok(())
+        self.field(Field::Bool(value))
     }
 
     fn visit_str(&mut self, value: &str) -> Result<(), kv::Error> {
-        self.field = Field::Str(Cow::Owned(value.to_owned()));
-        Ok(())
+        self.field(Field::Str(Cow::Borrowed(value)))
     }
 
     fn visit_error(&mut self, err: &(dyn std::error::Error + 'static)) -> Result<(), kv::Error> {
-        self.field = Field::Error(err.to_string());
-        self.exc_text = Some(error_chain(err));
+        self.encoder.error(self.key, err);
         Ok(())
     }
 
@@ -213,7 +195,7 @@ impl<'v> VisitValue<'v> for FieldVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::record::Level;
+    use crate::handler::record::{decode, Level};
 
     #[derive(Debug)]
     struct Wrapped(std::io::Error);
@@ -229,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn captures_static_parts_borrowed_and_fields_typed() {
+    fn encodes_fields_typed_and_decodes_back() {
         let err = Wrapped(std::io::Error::other("timeout"));
         let kvs: [(&str, kv::Value<'_>); 8] = [
             ("user", kv::Value::from("ada")),
@@ -241,7 +223,8 @@ mod tests {
             ("dbg", kv::Value::from_debug(&[1, 2])),
             ("err", kv::Value::from_dyn_error(&err)),
         ];
-        let c = capture(
+        let mut buf = Vec::new();
+        encode(
             &Record::builder()
                 .level(::log::Level::Warn)
                 .target(module_path!())
@@ -251,7 +234,10 @@ mod tests {
                 .args(format_args!("hello {}", "world"))
                 .key_values(&kvs)
                 .build(),
+            &mut buf,
         );
+        let (c, used) = decode(&buf).unwrap();
+        assert_eq!(used, buf.len());
         assert_eq!(c.level, Level::Warn);
         assert!(matches!(
             c.target,
@@ -279,13 +265,18 @@ mod tests {
             Some("request failed\nCaused by: timeout")
         );
 
-        let c = capture(
+        let mut buf = Vec::new();
+        encode(
             &Record::builder()
                 .target("custom")
                 .args(format_args!("static text"))
                 .build(),
+            &mut buf,
         );
-        assert!(matches!(c.message, Cow::Borrowed("static text")));
+        let (c, _) = decode(&buf).unwrap();
+        assert_eq!(c.message, "static text");
+        assert_eq!((c.module_path, c.file, c.line), (None, None, None));
+        assert!(c.fields.is_empty() && c.exc_text.is_none());
         assert_eq!(c.target, "custom");
         assert_eq!(c.level, Level::Info);
     }

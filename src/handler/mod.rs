@@ -349,9 +349,24 @@ pub struct Sender {
 }
 
 impl Sender {
-    /// Queues one record (the application thread's whole cost).
-    pub fn send(&self, record: record::Captured) {
-        self.queue.send(record);
+    /// Queues one record.
+    pub fn send(&self, record: &record::Captured<'_>) {
+        queue::with_scratch(|buf| {
+            record.encode(buf);
+            self.queue.send(buf);
+        });
+    }
+
+    /// Encodes one record with `encode` (a [`record::Encoder`]) into this thread's reused buffer
+    /// and queues it: the `log` and `tracing` front ends' path, with no allocation. Nothing is
+    /// queued when `encode` writes nothing.
+    pub fn send_with(&self, encode: impl FnOnce(&mut Vec<u8>)) {
+        queue::with_scratch(|buf| {
+            encode(buf);
+            if !buf.is_empty() {
+                self.queue.send(buf);
+            }
+        });
     }
 
     /// Waits for delivery of what is queued, at most the configured flush timeout.

@@ -1,20 +1,21 @@
 //! The bounded queue between the application's threads and the handler's worker thread, and the
 //! worker's loop.
 //!
-//! The application thread's whole cost is [`Queue::send`]: one uncontended lock, a push, and a
-//! wake-up only when the worker sleeps with nothing to do. The worker takes the whole queue at
-//! once (a swap under the lock), formats each record with the proxy's
+//! The application thread's whole cost is encoding the record into a reused thread-local buffer
+//! ([`with_scratch`]) and [`Queue::send`]: one uncontended lock, one copy of the encoded bytes
+//! into the queue's buffer, and a wake-up only when the worker sleeps with nothing to do. No
+//! allocation in the steady state. The worker takes the whole queue at once (a swap of buffers
+//! under the lock), decodes and formats each record with the proxy's
 //! [`EventFormat`](crate::event::EventFormat), hands the events to the [`Transport`], and
 //! lingers a moment after a busy round so that under load records gather into batches without
 //! waking it one by one.
 
-use std::cell::Cell;
-use std::collections::VecDeque;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::record::Captured;
+use super::record::{self, Captured};
 use super::transport::Transport;
 use super::{OnFull, Stats};
 use crate::event::{self, EventFormat};
@@ -23,6 +24,31 @@ thread_local! {
     /// Set on worker threads: a record logged there (by code the worker calls) is dropped rather
     /// than queued, which could wait on the worker itself.
     static IN_WORKER: Cell<bool> = const { Cell::new(false) };
+    /// Each logging thread's buffer for encoding a record.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer larger than this is not kept for the next record.
+const MAX_SCRATCH_KEPT: usize = 64 * 1024;
+
+/// Runs `f` with this thread's empty scratch buffer (a fresh one when it is in use: a `Display`
+/// impl that logs while its record is being encoded, or a thread being torn down).
+pub(crate) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    let mut f = Some(f);
+    let result = SCRATCH.try_with(|cell| {
+        let mut buf = cell.try_borrow_mut().ok()?;
+        buf.clear();
+        let result = (f.take()?)(&mut buf);
+        if buf.capacity() > MAX_SCRATCH_KEPT {
+            *buf = Vec::new();
+        }
+        Some(result)
+    });
+    match (result, f) {
+        (Ok(Some(result)), _) => result,
+        (_, Some(f)) => f(&mut Vec::new()),
+        (_, None) => unreachable!("f ran, so it returned its result"),
+    }
 }
 
 /// Counters the worker updates; read by [`Queue::stats`].
@@ -72,7 +98,7 @@ impl Format {
     /// it was.
     fn write(
         &self,
-        record: &Captured,
+        record: &Captured<'_>,
         process: u32,
         out: &mut Vec<u8>,
     ) -> Result<(), event::EventError> {
@@ -86,7 +112,10 @@ impl Format {
 /// What the application threads and the worker share, under one lock.
 #[derive(Debug)]
 struct State {
-    records: VecDeque<Captured>,
+    /// Encoded records, one after the other.
+    records: Vec<u8>,
+    /// Records in `records`.
+    count: usize,
     /// Records the worker took out of `records` and has not formatted yet.
     held: usize,
     capacity: usize,
@@ -132,9 +161,9 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    /// Queues a record for the worker; when the queue is full, drops and counts it or waits
-    /// for room, as configured.
-    pub(crate) fn send(&self, record: Captured) {
+    /// Queues one encoded record for the worker; when the queue is full, drops and counts it
+    /// or waits for room, as configured.
+    pub(crate) fn send(&self, record: &[u8]) {
         if IN_WORKER.get() {
             return;
         }
@@ -146,7 +175,7 @@ impl Queue {
                 Counters::add(&shared.counters.dropped_shutdown, 1);
                 return;
             }
-            if state.records.len() + state.held < state.capacity {
+            if state.count + state.held < state.capacity {
                 break;
             }
             match shared.on_full {
@@ -165,7 +194,8 @@ impl Queue {
                 }
             }
         }
-        state.records.push_back(record);
+        state.records.extend_from_slice(record);
+        state.count += 1;
         state.accepted += 1;
         if state.wake_on_push {
             state.wake_on_push = false;
@@ -179,11 +209,7 @@ impl Queue {
         let shared = &*self.shared;
         let (accepted, dropped_full, pending) = {
             let state = shared.lock();
-            (
-                state.accepted,
-                state.dropped_full,
-                state.records.len() + state.held,
-            )
+            (state.accepted, state.dropped_full, state.count + state.held)
         };
         let c = &shared.counters;
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
@@ -264,8 +290,11 @@ pub(crate) struct Worker {
     format: Format,
     transport: Transport,
     linger: Duration,
-    /// Records taken from the queue, not formatted yet.
-    local: VecDeque<Captured>,
+    /// Records taken from the queue; `local[local_at..]` are not formatted yet.
+    local: Vec<u8>,
+    local_at: usize,
+    /// Records in `local[local_at..]`.
+    local_count: usize,
     event: Vec<u8>,
     process: u32,
 }
@@ -291,7 +320,8 @@ pub(crate) fn new(
 ) -> (Queue, Worker) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            records: VecDeque::new(),
+            records: Vec::new(),
+            count: 0,
             held: 0,
             capacity: capacity.max(1),
             wake_on_push: false,
@@ -317,7 +347,9 @@ pub(crate) fn new(
         format,
         transport,
         linger,
-        local: VecDeque::new(),
+        local: Vec::new(),
+        local_at: 0,
+        local_count: 0,
         event: Vec::with_capacity(1024),
         process: std::process::id(),
     };
@@ -333,9 +365,13 @@ impl Worker {
             // Take everything queued, once the previous batch is formatted.
             let flush_wanted = {
                 let mut state = self.shared.lock();
-                if self.local.is_empty() && !state.records.is_empty() {
+                if self.local_count == 0 && state.count > 0 {
+                    // The queue gets the worker's emptied buffer back: no allocation.
+                    self.local.clear();
+                    self.local_at = 0;
                     std::mem::swap(&mut state.records, &mut self.local);
-                    state.held = self.local.len();
+                    self.local_count = std::mem::take(&mut state.count);
+                    state.held = self.local_count;
                     if state.blocked > 0 {
                         self.shared.room.notify_all();
                     }
@@ -344,13 +380,13 @@ impl Worker {
             };
             let progress = self.deliver();
             let now = Instant::now();
-            let caught_up = self.local.is_empty();
+            let caught_up = self.local_count == 0;
             let mut state = self.shared.lock();
-            state.held = self.local.len();
-            if state.blocked > 0 && state.records.len() + state.held < state.capacity {
+            state.held = self.local_count;
+            if state.blocked > 0 && state.count + state.held < state.capacity {
                 self.shared.room.notify_all();
             }
-            if caught_up && self.transport.held() == 0 && state.records.is_empty() {
+            if caught_up && self.transport.held() == 0 && state.count == 0 {
                 if state.flush_done < flush_wanted {
                     state.flush_done = flush_wanted;
                     self.shared.done.notify_all();
@@ -361,9 +397,10 @@ impl Worker {
             }
             if let Some(deadline) = state.shutdown {
                 if now >= deadline {
-                    let lost = state.records.len() + self.local.len() + self.transport.clear();
+                    let lost = state.count + self.local_count + self.transport.clear();
                     state.records.clear();
-                    self.local.clear();
+                    state.count = 0;
+                    self.local_count = 0;
                     state.held = 0;
                     Counters::add(&self.shared.counters.dropped_shutdown, lost as u64);
                     return;
@@ -377,8 +414,8 @@ impl Worker {
                 }
                 continue;
             }
-            let can_take = self.local.is_empty() && self.transport.has_room();
-            if can_take && !state.records.is_empty() {
+            let can_take = self.local_count == 0 && self.transport.has_room();
+            if can_take && state.count > 0 {
                 continue;
             }
             if state.flush_requested != flush_wanted {
@@ -416,11 +453,16 @@ impl Worker {
         let counters = &self.shared.counters;
         let mut progress = false;
         let now = Instant::now();
-        while self.transport.has_room() {
-            let Some(record) = self.local.pop_front() else {
+        while self.local_count > 0 && self.transport.has_room() {
+            progress = true;
+            self.local_count -= 1;
+            let Some((record, used)) = record::decode(&self.local[self.local_at..]) else {
+                // Not what the encoder writes: a bug. Skip the rest rather than misread it.
+                Counters::add(&counters.dropped_invalid, self.local_count as u64 + 1);
+                self.local_count = 0;
                 break;
             };
-            progress = true;
+            self.local_at += used;
             self.event.clear();
             match self.format.write(&record, self.process, &mut self.event) {
                 Ok(()) => self.transport.push(&self.event, now, counters),

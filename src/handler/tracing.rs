@@ -26,7 +26,9 @@ use ::tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
-use super::record::{error_chain, Captured, Field, Level};
+use super::record::{
+    write_error, write_field, write_field_fmt, write_message_fmt, Encoder, Field, Header, Level,
+};
 use super::{Builder, Handle, HandlerError, Sender};
 
 /// The name tracing gives an event's formatted message.
@@ -63,9 +65,9 @@ impl Builder {
     }
 }
 
-/// A span's fields, kept in its extensions.
+/// A span's fields, encoded, kept in its extensions.
 #[derive(Debug, Default)]
-struct SpanFields(Vec<(Cow<'static, str>, Field)>);
+struct SpanFields(Vec<u8>);
 
 impl<S> tracing_subscriber::Layer<S> for Layer
 where
@@ -75,35 +77,32 @@ where
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let mut visitor = Fields::default();
-        attrs.record(&mut visitor);
-        span.extensions_mut().insert(SpanFields(visitor.fields));
+        let mut fields = SpanFields::default();
+        attrs.record(&mut Fields {
+            out: &mut fields.0,
+            message: false,
+        });
+        span.extensions_mut().insert(fields);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else {
             return;
         };
-        let mut visitor = Fields::default();
-        values.record(&mut visitor);
         let mut extensions = span.extensions_mut();
-        match extensions.get_mut::<SpanFields>() {
-            Some(fields) => fields.0.extend(visitor.fields),
-            None => extensions.insert(SpanFields(visitor.fields)),
+        if extensions.get_mut::<SpanFields>().is_none() {
+            extensions.insert(SpanFields::default());
+        }
+        if let Some(fields) = extensions.get_mut::<SpanFields>() {
+            values.record(&mut Fields {
+                out: &mut fields.0,
+                message: false,
+            });
         }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut visitor = Fields::default();
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope.from_root() {
-                if let Some(fields) = span.extensions().get::<SpanFields>() {
-                    visitor.fields.extend(fields.0.iter().cloned());
-                }
-            }
-        }
-        event.record(&mut visitor);
         let level = match *meta.level() {
             ::tracing::Level::ERROR => Level::Error,
             ::tracing::Level::WARN => Level::Warn,
@@ -111,35 +110,47 @@ where
             ::tracing::Level::DEBUG => Level::Debug,
             ::tracing::Level::TRACE => Level::Trace,
         };
-        self.sender.send(Captured {
-            level,
-            created: SystemTime::now(),
-            target: Cow::Borrowed(meta.target()),
-            message: visitor.message.unwrap_or(Cow::Borrowed("")),
-            module_path: meta.module_path().map(Cow::Borrowed),
-            file: meta.file().map(Cow::Borrowed),
-            line: meta.line(),
-            fields: visitor.fields,
-            exc_text: visitor.exc_text,
+        self.sender.send_with(|buf| {
+            let mut encoder = Encoder::begin(
+                buf,
+                &Header {
+                    level,
+                    created: SystemTime::now(),
+                    target: meta.target(),
+                    module_path: meta.module_path(),
+                    file: meta.file(),
+                    line: meta.line(),
+                },
+            );
+            if let Some(scope) = ctx.event_scope(event) {
+                for span in scope.from_root() {
+                    if let Some(fields) = span.extensions().get::<SpanFields>() {
+                        encoder.entries(&fields.0);
+                    }
+                }
+            }
+            event.record(&mut Fields {
+                out: encoder.buf(),
+                message: true,
+            });
+            encoder.finish();
         });
     }
 }
 
-/// Collects fields; `message` apart.
-#[derive(Default)]
-struct Fields {
-    message: Option<Cow<'static, str>>,
-    fields: Vec<(Cow<'static, str>, Field)>,
-    exc_text: Option<String>,
+/// Encodes fields; for an event, `message` as the record's message.
+struct Fields<'o> {
+    out: &'o mut Vec<u8>,
+    message: bool,
 }
 
-impl Fields {
-    fn push(&mut self, field: &TracingField, value: Field) {
-        self.fields.push((Cow::Borrowed(field.name()), value));
+impl Fields<'_> {
+    fn push(&mut self, field: &TracingField, value: Field<'_>) {
+        write_field(self.out, field.name(), &value);
     }
 }
 
-impl Visit for Fields {
+impl Visit for Fields<'_> {
     fn record_f64(&mut self, field: &TracingField, value: f64) {
         self.push(field, Field::Float(value));
     }
@@ -157,11 +168,10 @@ impl Visit for Fields {
     }
 
     fn record_u128(&mut self, field: &TracingField, value: u128) {
-        let value = match i128::try_from(value) {
-            Ok(i) => Field::Int128(i),
-            Err(_) => Field::Str(Cow::Owned(value.to_string())),
-        };
-        self.push(field, value);
+        match i128::try_from(value) {
+            Ok(i) => self.push(field, Field::Int128(i)),
+            Err(_) => write_field_fmt(self.out, field.name(), format_args!("{value}")),
+        }
     }
 
     fn record_bool(&mut self, field: &TracingField, value: bool) {
@@ -169,27 +179,23 @@ impl Visit for Fields {
     }
 
     fn record_str(&mut self, field: &TracingField, value: &str) {
-        if field.name() == MESSAGE {
-            self.message = Some(Cow::Owned(value.to_owned()));
+        if self.message && field.name() == MESSAGE {
+            write_message_fmt(self.out, format_args!("{value}"));
         } else {
-            self.push(field, Field::Str(Cow::Owned(value.to_owned())));
+            self.push(field, Field::Str(Cow::Borrowed(value)));
         }
     }
 
     fn record_error(&mut self, field: &TracingField, value: &(dyn std::error::Error + 'static)) {
-        if self.exc_text.is_none() {
-            self.exc_text = Some(error_chain(value));
-        }
-        self.push(field, Field::Error(value.to_string()));
+        write_error(self.out, field.name(), value);
     }
 
     fn record_debug(&mut self, field: &TracingField, value: &dyn fmt::Debug) {
         // `format_args!` messages arrive here; their Debug is their text.
-        let text = format!("{value:?}");
-        if field.name() == MESSAGE {
-            self.message = Some(Cow::Owned(text));
+        if self.message && field.name() == MESSAGE {
+            write_message_fmt(self.out, format_args!("{value:?}"));
         } else {
-            self.push(field, Field::Str(Cow::Owned(text)));
+            write_field_fmt(self.out, field.name(), format_args!("{value:?}"));
         }
     }
 }
