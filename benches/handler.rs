@@ -132,6 +132,24 @@ fn log_records(c: &mut Criterion) {
             });
         });
         check("tracing", &handle);
+
+        // The same event and span with no layer: what tracing itself costs, for comparison.
+        let subscriber = tracing_subscriber::registry();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("request", request_id = 7);
+            let _entered = span.enter();
+            group.bench_function("tracing_registry_alone", |b| {
+                b.iter(|| {
+                    tracing::info!(
+                        user = "ada",
+                        seq = 1u64,
+                        "user {} logged in from {}",
+                        black_box("ada"),
+                        black_box("10.0.0.1")
+                    );
+                })
+            });
+        });
     }
     group.finish();
 }

@@ -1,4 +1,4 @@
-//! The `log` crate backend: a [`log::Log`](::log::Log) that encodes each record and queues it
+//! The `log` crate backend: a [`log::Log`] that encodes each record and queues it
 //! for the handler's worker.
 //!
 //! Key-values (`log::info!(user = "ada", n = 3; "...")`) become extras with their types kept
