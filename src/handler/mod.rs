@@ -3,10 +3,12 @@
 //!
 //! The data path, with the proxy's own formatter and RESP encoder:
 //!
-//! 1. The application thread captures the record ([`record::Captured`]: message, time, level,
-//!    target, file, line, key-value fields) and pushes it into a bounded queue
-//!    (`queue.rs`); nothing else runs on its thread, and nothing there waits for the network.
-//! 2. A background thread turns each record into a CPython `LogRecord`-shaped dict and writes
+//! 1. The application thread encodes the record (level, time, target, file, line, the message
+//!    formatted in place, key-value fields: [`record::Encoder`]) into a reused per-thread buffer
+//!    and copies it into a bounded queue (`queue.rs`); nothing else runs on its thread, nothing
+//!    there allocates or waits for the network.
+//! 2. A background thread decodes each record ([`record::Captured`]), turns it into a CPython
+//!    `LogRecord`-shaped dict ([`record::Captured::to_value`]) and writes
 //!    the Logstash v1/v0 event with [`EventFormat::write_record`], the same code the proxy runs
 //!    on Python records.
 //! 3. `transport.rs` sends the events: newline-delimited JSON on a stream, one datagram each, or
