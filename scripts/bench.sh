@@ -133,6 +133,13 @@ cpu_seconds() {
   sed 's/^.*) //' "/proc/$1/stat" | awk -v hz="$CLK_TCK" '{ printf "%.3f", ($12 + $13) / hz }'
 }
 
+# Datagrams the kernel dropped so far at the UDP sockets bound to a port (receive buffer full):
+# the last column of /proc/net/udp, summed over the proxy's sockets (one per pystash worker).
+udp_drops() {
+  awk -v p="$(printf ':%04X' "$1")" 'index($2, p) && index($2, p) == length($2) - 4 { s += $NF }
+    END { print s + 0 }' /proc/net/udp
+}
+
 # Stops a process this script started: SIGTERM, up to 10 s, then SIGKILL.
 stop_pid() {
   local pid=$1 i
@@ -228,7 +235,7 @@ for engine in $ENGINES; do PROXIES+="pystash-$engine "; done
 [ "$RSYSLOG" = 1 ] && PROXIES+="rsyslog"
 
 RUNS_TSV="$OUT/runs.tsv"
-printf 'proxy\tscenario\tround\tsummary\tproxy_cpu_s\tredis_cpu_s\n' >"$RUNS_TSV"
+printf 'proxy\tscenario\tround\tsummary\tproxy_cpu_s\tredis_cpu_s\tudp_kernel_drops\n' >"$RUNS_TSV"
 failed=()
 for round in $(seq "$RUNS"); do
   for proxy in $PROXIES; do
@@ -266,10 +273,12 @@ for round in $(seq "$RUNS"); do
       sleep 0.5 # let the check or the previous run settle
       proxy_cpu0=$(cpu_seconds "$PROXY_PID")
       redis_cpu0=$(cpu_seconds "$REDIS_PID")
+      drops0=$(udp_drops "$UDP_PORT")
       # shellcheck disable=SC2046 # scenario_flags is a list of flags
       loadtest "$label" $(scenario_flags "$scenario") || status=$?
       proxy_cpu1=$(cpu_seconds "$PROXY_PID" 2>/dev/null || echo "$proxy_cpu0")
       redis_cpu1=$(cpu_seconds "$REDIS_PID")
+      drops=$(($(udp_drops "$UDP_PORT") - drops0))
       if [ "${status:-0}" -gt 1 ]; then
         echo "   $label exited $status; see $OUT/runs/$label.txt" >&2
         failed+=("$label: exited $status")
@@ -277,10 +286,11 @@ for round in $(seq "$RUNS"); do
       unset status
       kill -0 "$PROXY_PID" 2>/dev/null || failed+=("$label: $proxy died; see $log")
       grep -E '^ +(sent|delivered|lost|latency)' "$OUT/runs/$label.txt" | sed "s/^/   $scenario /" >&2 || true
-      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$scenario" "$round" "$OUT/runs/$label.json" \
+      [ "$drops" -gt 0 ] && echo "   $scenario kernel dropped $drops datagrams at $proxy's socket" >&2
+      printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$scenario" "$round" "$OUT/runs/$label.json" \
         "$(awk -v a="$proxy_cpu0" -v b="$proxy_cpu1" 'BEGIN { printf "%.3f", b - a }')" \
         "$(awk -v a="$redis_cpu0" -v b="$redis_cpu1" 'BEGIN { printf "%.3f", b - a }')" \
-        >>"$RUNS_TSV"
+        "$drops" >>"$RUNS_TSV"
       kill -0 "$PROXY_PID" 2>/dev/null || break
     done
     stop_pid "$PROXY_PID"

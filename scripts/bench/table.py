@@ -39,6 +39,9 @@ def load(tsv_path):
                 "p99": lat.get("p99") if delivered else None,
                 "p99_9": lat.get("p99_9") if delivered else None,
                 "bytes": summary.get("mean_record_bytes", 0.0),
+                "kernel_drop_pct": 100.0 * int(row.get("udp_kernel_drops") or 0) / sent
+                if sent and row["scenario"].startswith("udp")
+                else None,
                 "format": summary.get("config", {}).get("format", "?"),
             }
             key = (row["proxy"], row["scenario"])
@@ -111,6 +114,17 @@ def main(tsv_path):
         )
     out.append("")
     out.append("Mean record size on the wire: " + ", ".join(sizes) + ".")
+    drops = [
+        f"{proxy} {scenario} {m['kernel_drop_pct']:.3f}%"
+        for scenario in scenarios
+        for proxy in proxies
+        if (m := med.get((proxy, scenario))) and m["kernel_drop_pct"]
+    ]
+    if drops:
+        out.append(
+            "Of the UDP loss, dropped by the kernel at the proxy's full socket receive buffer "
+            "(/proc/net/udp, median): " + ", ".join(drops) + "."
+        )
 
     pairs = [
         (proxy, scenario)
