@@ -52,8 +52,13 @@ def load(tsv_path):
 
 
 def median(runs, metric):
+    """The median of a numeric metric over runs; other values are the first run's."""
     values = [r[metric] for r in runs if r[metric] is not None]
-    return statistics.median(values) if values else None
+    if not values:
+        return None
+    if isinstance(values[0], str):
+        return values[0]
+    return statistics.median(values)
 
 
 def rate(v):
