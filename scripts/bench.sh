@@ -37,6 +37,9 @@
 #   RSYSLOG_WORKERS  rsyslog main queue worker threads (default 2)
 #   OUT              raw results: summaries, logs, rsyslog config (default target/bench/bench-DATE)
 #   SKIP_BUILD=1     use the release binaries already built
+# Installs redis-server, rsyslog and rsyslog-hiredis with apt-get when missing (root or sudo; on
+# a machine with systemd the package also enables the system's own rsyslog, which this script
+# leaves alone: it runs rsyslogd in the foreground with a private config, ports and directory).
 # Proxies run one at a time, restarted every round (rounds interleave the proxies, so a slow
 # spell on a shared machine does not land on one of them only). CPU per record is the proxy's
 # utime+stime (/proc/PID/stat, all its threads) over the run divided by the records delivered.
@@ -149,11 +152,11 @@ stop_pid() {
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
-  kill -0 "$pid" 2>/dev/null && kill -9 "$pid" 2>/dev/null
+  kill -0 "$pid" 2>/dev/null && { kill -9 "$pid" 2>/dev/null || true; }
   wait "$pid" 2>/dev/null || true
 }
 
-REDIS_PID="" PROXY_PID="" TCP_PORT="" UDP_PORT="" QUEUE=""
+REDIS_PID="" PROXY_PID="" TCP_PORT="" UDP_PORT="" QUEUE="" RSYSLOG_STARTS=0
 cleanup() {
   stop_pid "$PROXY_PID"
   stop_pid "$REDIS_PID"
@@ -170,8 +173,7 @@ start_proxy() {
   QUEUE=bench-$proxy
   case "$proxy" in
     rsyslog)
-      local dir="$OUT/rsyslog"
-      rm -rf "$dir"
+      local dir="$OUT/rsyslog-$((++RSYSLOG_STARTS))"
       mkdir -p "$dir"
       local rmem_max rcvbuf
       rmem_max=$(cat /proc/sys/net/core/rmem_max)
@@ -260,7 +262,7 @@ for round in $(seq "$RUNS"); do
       cat "$OUT/runs/$proxy-check-"*"-r$round.txt" >&2
       echo "   first event in the list, if any:" >&2
       redis-cli -p "$REDIS_PORT" lindex "$QUEUE" 0 >&2 || true
-      [ -f "$OUT/rsyslog/rsyslog-internal.log" ] && tail -5 "$OUT/rsyslog/rsyslog-internal.log" >&2
+      [ "$proxy" = rsyslog ] && { tail -5 "$OUT/rsyslog-$RSYSLOG_STARTS/rsyslog-internal.log" >&2 2>/dev/null || true; }
       failed+=("$proxy round $round: check run failed")
       stop_pid "$PROXY_PID"
       PROXY_PID=""
