@@ -214,6 +214,21 @@ impl Intake {
         }
     }
 
+    /// Counts a datagram the engine could not read whole (`MSG_TRUNC`: larger than the room it
+    /// had for one, `size` bytes) as an oversized frame.
+    pub fn handle_truncated_datagram(
+        &mut self,
+        size: usize,
+        peer: &dyn fmt::Display,
+        now: Instant,
+    ) {
+        let err = FrameError::Oversized {
+            claimed: size as u64,
+            limit: self.max_record_bytes,
+        };
+        self.reject(err, &peer.to_string(), now);
+    }
+
     /// Frames and decodes what `conn` has buffered, while the pipeline has room. Returns
     /// `false` when it stopped because the pipeline is full (the rest stays buffered).
     pub fn handle_stream(
