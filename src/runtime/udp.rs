@@ -211,7 +211,10 @@ impl DatagramBatch {
             self.lens[i] = (hdr.msg_len as usize).min(DATAGRAM_BYTES);
             self.flags[i] = hdr.msg_hdr.msg_flags;
             self.name_lens[i] = (hdr.msg_hdr.msg_namelen as usize).min(NAME_BYTES);
-            self.control_lens[i] = (hdr.msg_hdr.msg_controllen as usize).min(CONTROL_BYTES);
+            // `msg_controllen` is a size_t on glibc, a socklen_t on musl.
+            #[allow(clippy::unnecessary_cast)]
+            let control_len = hdr.msg_hdr.msg_controllen as usize;
+            self.control_lens[i] = control_len.min(CONTROL_BYTES);
         }
         self.count = n;
         Ok(n)
