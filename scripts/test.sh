@@ -19,4 +19,4 @@ if ! python3 -c 'import logstash' 2>/dev/null; then
     python3 -m pip install -q --break-system-packages python-logstash
 fi
 
-exec cargo test --all-targets "$@"
+exec cargo test --workspace --all-targets --all-features "$@"

@@ -13,6 +13,7 @@ use thiserror::Error;
 
 use crate::event::{EventConfig, LogstashVersion};
 use crate::redis::pipeline::PushCommand;
+use crate::spool::{FsyncPolicy, SpoolConfig};
 
 /// Raw flags, as typed.
 #[derive(Debug, Clone, Parser)]
@@ -45,8 +46,39 @@ pub struct Args {
     #[arg(long, value_name = "NAME", default_value = "logstash")]
     pub redis_queue: String,
     /// `redis://[user:password@]host[:port][/db]`; overrides --redis-host and --redis-port.
-    #[arg(long, value_name = "URL", env = "PYSTASH_REDIS_URL")]
+    /// Prefer PYSTASH_REDIS_URL or --redis-url-file for passwords: the command line is public.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "PYSTASH_REDIS_URL",
+        hide_env_values = true
+    )]
     pub redis_url: Option<String>,
+    /// Read the Redis URL from the first line of this file.
+    #[arg(long, value_name = "PATH", conflicts_with = "redis_url")]
+    pub redis_url_file: Option<PathBuf>,
+    /// Pause pushing while the Redis list is longer than this (like Logstash's
+    /// `congestion_threshold`); records wait in the buffer meanwhile.
+    #[arg(long, value_name = "N")]
+    pub max_queue_length: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9022).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Overflow records that do not fit in memory (Redis down, slow or congested) into an
+    /// on-disk spool in this directory; it is replayed in order, also after a restart.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Bytes the spool may hold (over all workers); when full, streams wait and datagrams are
+    /// dropped and counted.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
+    pub spool_max_bytes: u64,
+    /// When spooled records are fsync'ed: `always` (every loop turn that wrote), `interval`
+    /// (every second) or `never` (left to the OS).
+    #[arg(long, value_enum, default_value = "interval")]
+    pub spool_fsync: FsyncArg,
+    /// Permissions of the --unix socket, in octal.
+    #[arg(long, value_name = "MODE", default_value = "660", value_parser = parse_mode)]
+    pub unix_mode: u32,
     /// Which end of the list to push to (Logstash's redis input reads from the head).
     #[arg(long, value_enum, default_value = "rpush")]
     pub push: PushArg,
@@ -102,6 +134,24 @@ pub enum IoEngine {
     Epoll,
 }
 
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal mode like 660"))
+}
+
+/// `--spool-fsync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncArg {
+    /// fsync after every loop turn that appended.
+    Always,
+    /// fsync at most once a second.
+    Interval,
+    /// Never fsync.
+    Never,
+}
+
 /// `--push`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PushArg {
@@ -137,6 +187,14 @@ pub struct Config {
     pub udp_port: u16,
     /// Optional unix socket path.
     pub unix: Option<PathBuf>,
+    /// Its permissions.
+    pub unix_mode: u32,
+    /// `--max-queue-length`.
+    pub max_queue_length: Option<u64>,
+    /// `--metrics`.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// `--spool-dir` and friends, per worker.
+    pub spool: Option<SpoolConfig>,
     /// Redis server.
     pub redis: RedisTarget,
     /// The list's key.
@@ -167,6 +225,14 @@ pub enum ConfigError {
     /// `--redis-url` is not `redis://[user:password@]host[:port][/db]`.
     #[error("--redis-url: {0}")]
     RedisUrl(String),
+    /// `--redis-url-file` cannot be read.
+    #[error("--redis-url-file {path}: {source}")]
+    RedisUrlFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// A number out of range.
     #[error("{flag}: {why}")]
     Range {
@@ -191,7 +257,22 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the flag.
     pub fn from_args(args: Args, host: impl FnOnce(bool) -> String) -> Result<Config, ConfigError> {
-        let redis = match &args.redis_url {
+        let from_file = match &args.redis_url_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::RedisUrlFile {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let redis = match from_file.as_ref().or(args.redis_url.as_ref()) {
             Some(url) => parse_redis_url(url)?,
             None => RedisTarget {
                 host: args.redis_host.clone(),
@@ -235,6 +316,19 @@ impl Config {
             tcp_port: args.tcp_port,
             udp_port: args.udp_port,
             unix: args.unix,
+            unix_mode: args.unix_mode,
+            max_queue_length: args.max_queue_length,
+            metrics: args.metrics,
+            spool: args.spool_dir.map(|dir| SpoolConfig {
+                dir,
+                max_bytes: args.spool_max_bytes / workers as u64,
+                segment_bytes: (args.spool_max_bytes / workers as u64 / 8).clamp(1 << 16, 64 << 20),
+                fsync: match args.spool_fsync {
+                    FsyncArg::Always => FsyncPolicy::Always,
+                    FsyncArg::Interval => FsyncPolicy::Interval(Duration::from_secs(1)),
+                    FsyncArg::Never => FsyncPolicy::Never,
+                },
+            }),
             redis,
             queue: Bytes::from(args.redis_queue.into_bytes()),
             push: match args.push {

@@ -11,15 +11,22 @@
 //!    ([`redis::pipeline`]) and keeps every record until Redis acknowledged it ([`redis::sink`]).
 //! 5. [`runtime`] runs the loops; [`stats`] counts every record received, rejected, dropped and
 //!    pushed.
+//!
+//! [`handler`] is the other half, for Rust programs: a `log` backend and a `tracing` layer that
+//! format records with the same [`event`] writer and send them to Logstash (TCP, UDP, unix), a
+//! Redis list (the same [`redis::resp`] encoder and [`redis::pipeline`]) or a pystash proxy.
 
 pub mod config;
 pub mod decode;
 pub mod event;
+pub mod handler;
 pub mod host;
 pub mod intake;
+pub mod metrics;
 pub mod redis;
 pub mod repr;
 pub mod runtime;
+pub mod spool;
 pub mod stats;
 pub mod value;
 

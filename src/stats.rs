@@ -5,6 +5,41 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Upper bounds of the Redis round-trip histogram's buckets, in microseconds (the last bucket,
+/// `+Inf`, is implied).
+pub const RTT_BUCKETS_US: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// A fixed-bucket latency histogram (Prometheus style), written by one thread.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Counts per bucket of [`RTT_BUCKETS_US`], plus `+Inf` last (not cumulative).
+    pub buckets: [AtomicU64; RTT_BUCKETS_US.len() + 1],
+    /// Sum of all observations, in microseconds.
+    pub sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn record(&self, value: Duration) {
+        let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
+        let i = RTT_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us, Relaxed);
+    }
+
+    /// Plain counts per bucket and the sum.
+    pub fn snapshot(&self) -> ([u64; RTT_BUCKETS_US.len() + 1], u64) {
+        (
+            std::array::from_fn(|i| self.buckets[i].load(Relaxed)),
+            self.sum_us.load(Relaxed),
+        )
+    }
+}
 
 /// Why a frame was rejected. Every variant is caused by the client's input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +104,14 @@ pub struct Stats {
     pub reconnects: AtomicU64,
     /// Records waiting for Redis right now.
     pub buffered: AtomicU64,
+    /// Times pushing paused because the list was over `--max-queue-length`.
+    pub congestion_pauses: AtomicU64,
+    /// Payload bytes of the frames received.
+    pub bytes_received: AtomicU64,
+    /// Bytes in the disk spool right now.
+    pub spool_bytes: AtomicU64,
+    /// Time from writing a push to its reply.
+    pub redis_rtt: Histogram,
 }
 
 impl Stats {
@@ -94,6 +137,11 @@ impl Stats {
             redis_errors: self.redis_errors.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             buffered: self.buffered.load(Relaxed),
+            congestion_pauses: self.congestion_pauses.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            spool_bytes: self.spool_bytes.load(Relaxed),
+            redis_rtt: self.redis_rtt.snapshot().0,
+            redis_rtt_sum_us: self.redis_rtt.snapshot().1,
         }
     }
 }
@@ -119,6 +167,16 @@ pub struct Snapshot {
     pub reconnects: u64,
     /// See [`Stats::buffered`].
     pub buffered: u64,
+    /// See [`Stats::congestion_pauses`].
+    pub congestion_pauses: u64,
+    /// See [`Stats::bytes_received`].
+    pub bytes_received: u64,
+    /// See [`Stats::spool_bytes`].
+    pub spool_bytes: u64,
+    /// See [`Stats::redis_rtt`]: counts per bucket, not cumulative.
+    pub redis_rtt: [u64; RTT_BUCKETS_US.len() + 1],
+    /// Sum of the round trips, in microseconds.
+    pub redis_rtt_sum_us: u64,
 }
 
 impl Snapshot {
@@ -135,6 +193,13 @@ impl Snapshot {
         self.redis_errors += other.redis_errors;
         self.reconnects += other.reconnects;
         self.buffered += other.buffered;
+        self.congestion_pauses += other.congestion_pauses;
+        self.bytes_received += other.bytes_received;
+        self.spool_bytes += other.spool_bytes;
+        for (a, b) in self.redis_rtt.iter_mut().zip(other.redis_rtt) {
+            *a += b;
+        }
+        self.redis_rtt_sum_us += other.redis_rtt_sum_us;
     }
 
     /// All rejections.
@@ -176,6 +241,12 @@ impl fmt::Display for Snapshot {
         }
         if self.dropped_kernel > 0 {
             write!(f, " dropped_kernel={}", self.dropped_kernel)?;
+        }
+        if self.spool_bytes > 0 {
+            write!(f, " spool_bytes={}", self.spool_bytes)?;
+        }
+        if self.congestion_pauses > 0 {
+            write!(f, " congestion_pauses={}", self.congestion_pauses)?;
         }
         Ok(())
     }

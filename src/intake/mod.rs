@@ -302,6 +302,7 @@ impl Intake {
         now: Instant,
     ) {
         Stats::add(&self.stats.received, 1);
+        Stats::add(&self.stats.bytes_received, payload.len() as u64);
         self.event.clear();
         match self
             .decoder

@@ -1,6 +1,10 @@
 //! Batching and the in-flight FIFO: every accepted event stays here until Redis acknowledged the
 //! command that carried it. Pure: the sink feeds it replies and disconnects.
 //!
+//! With an [`Overflow`] (the disk spool), records that find the memory buffer full, or find
+//! older records already overflowed, go there instead, and come back in order as memory frees
+//! up; an overflowed record is released from it only once Redis acknowledged it.
+//!
 //! Batches form by themselves: a command is written as soon as fewer than `max_in_flight`
 //! commands await replies, so a lone record leaves at once, and under load records pile up
 //! behind the in-flight commands and leave together in the next, bigger push. No timer.
@@ -28,6 +32,30 @@ impl PushCommand {
         }
     }
 }
+
+/// Where records go when memory is full (the disk spool). Records come back in the order
+/// they went in, each with a tag that [`Overflow::ack`] is given once Redis stored it.
+pub trait Overflow: Send + std::fmt::Debug {
+    /// No record is waiting to be read back.
+    fn is_empty(&self) -> bool;
+    /// No room for another record.
+    fn is_full(&self) -> bool;
+    /// Stores a copy of one event; `false` when there is no room (or it could not be stored).
+    fn append(&mut self, event: &[u8]) -> bool;
+    /// Appends the oldest record not read yet to `out`; returns its tag, `None` when empty.
+    fn read(&mut self, out: &mut BytesMut) -> Option<u32>;
+    /// One record read with `tag` is in Redis: its storage may be released.
+    fn ack(&mut self, tag: u32);
+    /// Makes appended records durable as the policy asks; called every loop turn.
+    fn sync(&mut self, now: std::time::Instant);
+    /// Makes every appended record durable now (at exit).
+    fn sync_all(&mut self);
+    /// Bytes stored.
+    fn bytes(&self) -> u64;
+}
+
+/// Tag of a record that never left memory.
+const MEMORY: u32 = u32::MAX;
 
 /// Limits of one [`Pipeline`].
 #[derive(Debug, Clone)]
@@ -80,11 +108,16 @@ pub enum Ack {
 pub struct Pipeline {
     config: PipelineConfig,
     queue: VecDeque<Bytes>,
+    /// `queue[i]` came back from the overflow with tag `tags[i]`, or never left memory.
+    tags: VecDeque<u32>,
     sent: usize,
     /// Records carried by each command awaiting a reply, oldest first.
     in_flight: VecDeque<usize>,
     /// Events are copied here and split off, so holding one costs no allocation of its own.
     arena: BytesMut,
+    overflow: Option<Box<dyn Overflow>>,
+    /// Send every new record to the overflow, room in memory or not (Redis is failing).
+    spill: bool,
 }
 
 const ARENA_CHUNK: usize = 256 * 1024;
@@ -98,17 +131,69 @@ impl Pipeline {
             sent: 0,
             in_flight: VecDeque::new(),
             arena: BytesMut::new(),
+            tags: VecDeque::new(),
+            overflow: None,
+            spill: false,
         }
     }
 
-    /// Records held (in flight or not sent yet).
+    /// While `on`, new records go straight to the overflow (if there is one), so that while
+    /// Redis is failing every record reaches the disk at once instead of waiting in memory.
+    pub fn set_spill(&mut self, on: bool) {
+        self.spill = on;
+    }
+
+    /// Sends records that do not fit in memory to `overflow`, and first takes back what it
+    /// already holds (records spooled before a restart).
+    pub fn set_overflow(&mut self, overflow: Box<dyn Overflow>) {
+        self.overflow = Some(overflow);
+        self.refill();
+    }
+
+    /// Bytes held by the overflow.
+    pub fn overflow_bytes(&self) -> u64 {
+        self.overflow.as_ref().map_or(0, |o| o.bytes())
+    }
+
+    /// Calls the overflow's [`Overflow::sync`].
+    pub fn sync(&mut self, now: std::time::Instant) {
+        if let Some(o) = &mut self.overflow {
+            o.sync(now);
+        }
+    }
+
+    /// Moves records from the overflow into memory while there is room.
+    fn refill(&mut self) {
+        let Some(overflow) = &mut self.overflow else {
+            return;
+        };
+        while self.queue.len() < self.config.capacity {
+            if self.arena.capacity() - self.arena.len() < 64 * 1024 {
+                self.arena.reserve(ARENA_CHUNK);
+            }
+            match overflow.read(&mut self.arena) {
+                Some(tag) => {
+                    self.queue.push_back(self.arena.split().freeze());
+                    self.tags.push_back(tag);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The list's key.
+    pub fn key(&self) -> &[u8] {
+        &self.config.key
+    }
+
+    /// Records held in memory (in flight or not sent yet).
     pub fn len(&self) -> usize {
         self.queue.len()
     }
 
-    /// No record is held.
+    /// No record is held, in memory or waiting in the overflow.
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queue.is_empty() && self.overflow.as_ref().is_none_or(|o| o.is_empty())
     }
 
     /// Records not sent yet.
@@ -121,9 +206,10 @@ impl Pipeline {
         self.in_flight.len()
     }
 
-    /// No room for another record.
+    /// No room for another record, in memory or in the overflow.
     pub fn is_full(&self) -> bool {
         self.queue.len() >= self.config.capacity
+            && self.overflow.as_ref().is_none_or(|o| o.is_full())
     }
 
     /// Changes how many records may be held (raised at shutdown to take in what the sockets
@@ -134,7 +220,13 @@ impl Pipeline {
 
     /// Takes a copy of one event. Returns `false`, taking nothing, when full.
     pub fn push(&mut self, event: &[u8]) -> bool {
-        if self.is_full() {
+        if let Some(overflow) = &mut self.overflow {
+            // Behind records already overflowed, so order is kept.
+            if self.spill || self.queue.len() >= self.config.capacity || !overflow.is_empty() {
+                return overflow.append(event);
+            }
+        }
+        if self.queue.len() >= self.config.capacity {
             return false;
         }
         if self.arena.capacity() < event.len() {
@@ -142,12 +234,14 @@ impl Pipeline {
         }
         self.arena.extend_from_slice(event);
         self.queue.push_back(self.arena.split().freeze());
+        self.tags.push_back(MEMORY);
         true
     }
 
     /// Appends push commands for unsent records to `out` while the in-flight limit allows.
     /// Returns the number of commands written.
     pub fn poll_write(&mut self, out: &mut Vec<u8>) -> usize {
+        self.refill();
         let mut commands = 0;
         while self.in_flight.len() < self.config.max_in_flight && self.sent < self.queue.len() {
             let mut bytes = 0;
@@ -182,12 +276,19 @@ impl Pipeline {
             Reply::Integer(list_len) => {
                 self.queue.drain(..records);
                 self.sent -= records;
+                for tag in self.tags.drain(..records) {
+                    if let (Some(o), true) = (&mut self.overflow, tag != MEMORY) {
+                        o.ack(tag);
+                    }
+                }
+                self.refill();
                 Some(Ack::Pushed { records, list_len })
             }
             Reply::Error(_) | Reply::Unexpected => {
                 // Later commands may still succeed, so these records move behind them: order
                 // is kept among records that have not failed.
                 self.queue.make_contiguous()[..self.sent].rotate_left(records);
+                self.tags.make_contiguous()[..self.sent].rotate_left(records);
                 self.sent -= records;
                 Some(Ack::Refused { records })
             }
@@ -203,13 +304,25 @@ impl Pipeline {
         requeued
     }
 
-    /// Gives up on every record held (shutdown deadline passed). Returns how many.
+    /// Gives up on the records held in memory (shutdown deadline passed). With an overflow,
+    /// records that never left memory are written to it first, and records read back from it
+    /// stay there for the next run. Returns how many are lost.
     pub fn clear(&mut self) -> usize {
-        let n = self.queue.len();
-        self.queue.clear();
+        let mut lost = 0;
+        for (event, tag) in self.queue.drain(..).zip(self.tags.drain(..)) {
+            let kept = match &mut self.overflow {
+                Some(o) => tag != MEMORY || o.append(&event),
+                None => false,
+            };
+            lost += usize::from(!kept);
+        }
+        if let Some(o) = &mut self.overflow {
+            // Whatever the policy, a clean exit leaves the spool on disk.
+            o.sync_all();
+        }
         self.in_flight.clear();
         self.sent = 0;
-        n
+        lost
     }
 }
 

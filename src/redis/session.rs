@@ -3,6 +3,7 @@
 //! back off. Each engine owns the socket and reports to it: `handle_*` in, `poll_*` out, time
 //! passed in.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -27,6 +28,79 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const OUTAGE_REMINDER: Duration = Duration::from_secs(30);
 /// Replies longer than this are a broken peer, not Redis.
 const MAX_REPLY_BYTES: usize = 1 << 20;
+/// While the list is over `--max-queue-length`, its length is asked this often.
+pub const CONGESTION_PROBE: Duration = Duration::from_millis(200);
+
+/// What an error reply means, from its first word
+/// (<https://redis.io/docs/latest/develop/reference/protocol-spec/#simple-errors>).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisErrorKind {
+    /// `WRONGTYPE`: the key holds something other than a list.
+    WrongType,
+    /// `OOM`: `maxmemory` reached.
+    Oom,
+    /// `NOAUTH`/`WRONGPASS`/`NOPERM`: not logged in, or not allowed.
+    Auth,
+    /// `LOADING`: Redis is loading its dataset after a restart.
+    Loading,
+    /// `READONLY`: a replica (after a failover); reconnecting may reach the new primary.
+    ReadOnly,
+    /// `MISCONF`: Redis refuses writes because it cannot persist.
+    Misconf,
+    /// `BUSY`: a script is running.
+    Busy,
+    /// Anything else.
+    Other,
+}
+
+impl RedisErrorKind {
+    /// Classifies an error reply.
+    pub fn of(reply: &str) -> Self {
+        match reply.split_ascii_whitespace().next().unwrap_or("") {
+            "WRONGTYPE" => Self::WrongType,
+            "OOM" => Self::Oom,
+            "NOAUTH" | "WRONGPASS" | "NOPERM" => Self::Auth,
+            "LOADING" => Self::Loading,
+            "READONLY" => Self::ReadOnly,
+            "MISCONF" => Self::Misconf,
+            "BUSY" => Self::Busy,
+            _ => Self::Other,
+        }
+    }
+
+    /// Whether the connection should be dropped and made again (logging in again, or reaching
+    /// a new primary) rather than the push retried on it.
+    pub fn needs_reconnect(self) -> bool {
+        matches!(self, Self::Auth | Self::ReadOnly)
+    }
+
+    /// What an operator should know.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Self::WrongType => {
+                "the key holds another type: delete it or choose another --redis-queue"
+            }
+            Self::Oom => "redis reached maxmemory: is the consumer (Logstash) running?",
+            Self::Auth => "check the password and ACL user in --redis-url",
+            Self::Loading => "redis is loading its dataset",
+            Self::ReadOnly => "connected to a replica; reconnecting",
+            Self::Misconf => "redis cannot persist to disk and refuses writes",
+            Self::Busy => "a script is blocking redis",
+            Self::Other => "unexpected error reply",
+        }
+    }
+}
+
+/// A reply the session waits for, in the order the commands were written.
+#[derive(Debug, Clone, Copy)]
+enum Expect {
+    /// AUTH or SELECT.
+    Setup(&'static str),
+    /// A push of the pipeline, written at this time.
+    Push(Instant),
+    /// An LLEN probe while the list is over `--max-queue-length`.
+    Length,
+}
 
 /// Why the connection failed. All are caused by Redis or the network: the records stay.
 #[derive(Debug, Error)]
@@ -54,6 +128,14 @@ pub enum SinkError {
     /// A reply that is not RESP2, or one no command asked for.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// An error reply that a new connection may cure (NOAUTH, READONLY).
+    #[error("{reply} ({})", kind.hint())]
+    Refused {
+        /// Its class.
+        kind: RedisErrorKind,
+        /// Redis' error text.
+        reply: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,9 +164,14 @@ pub struct Session {
     pipeline: Pipeline,
     state: State,
     replies: BytesMut,
-    /// Setup commands (AUTH, SELECT) whose replies are still due, in order.
-    setup: Vec<&'static str>,
+    /// Replies still due, in the order their commands were written.
+    expect: VecDeque<Expect>,
     backoff: Duration,
+    /// `--max-queue-length`: above it, pushes pause until the list is shorter.
+    max_queue_length: Option<u64>,
+    /// The list was over `max_queue_length`; pushes resume once it is not. Holds the time of
+    /// the next LLEN probe, `None` while one is in flight.
+    congested: Option<Option<Instant>>,
     /// No new pushes before this time (after Redis refused one).
     hold_until: Option<Instant>,
     outage: Option<Outage>,
@@ -100,13 +187,26 @@ impl Session {
             pipeline,
             state: State::Idle { retry_at: now },
             replies: BytesMut::with_capacity(4096),
-            setup: Vec::new(),
+            expect: VecDeque::new(),
             backoff: MIN_BACKOFF,
+            max_queue_length: None,
+            congested: None,
             hold_until: None,
             outage: None,
             ever_connected: false,
             stats,
         }
+    }
+
+    /// Pauses pushes while the list is longer than `limit` (Logstash's
+    /// `congestion_threshold`), so a stalled consumer cannot run Redis out of memory.
+    pub fn set_max_queue_length(&mut self, limit: Option<u64>) {
+        self.max_queue_length = limit;
+    }
+
+    /// Whether pushes are paused because the list is over `--max-queue-length`.
+    pub fn is_congested(&self) -> bool {
+        self.congested.is_some()
     }
 
     /// Where Redis is.
@@ -129,9 +229,10 @@ impl Session {
         match self.state {
             State::Idle { retry_at } => Some(retry_at),
             State::Connecting { since } => Some(since + CONNECT_TIMEOUT),
-            State::Connected | State::Open => {
-                self.hold_until.filter(|_| self.pipeline.unsent() > 0)
-            }
+            State::Connected | State::Open => match self.congested {
+                Some(probe) => probe,
+                None => self.hold_until.filter(|_| self.pipeline.unsent() > 0),
+            },
         }
     }
 
@@ -160,8 +261,11 @@ impl Session {
         }
         self.ever_connected = true;
         self.replies.clear();
-        self.setup.clear();
+        self.expect.clear();
         self.hold_until = None;
+        if self.congested.is_some() {
+            self.congested = Some(Some(now));
+        }
         if self.target.password.is_none() && self.target.db == 0 {
             self.state = State::Open;
             self.usable(now);
@@ -171,6 +275,7 @@ impl Session {
     /// Appends what should be written next to `out`: setup commands after a connect, then
     /// pushes while the in-flight limit and backoff allow.
     pub fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) {
+        self.pipeline.sync(now);
         match self.state {
             State::Connected => {
                 if let Some(password) = &self.target.password {
@@ -180,21 +285,31 @@ impl Session {
                     }
                     args.push(password.as_bytes());
                     resp::write_command(out, &args);
-                    self.setup.push("AUTH");
+                    self.expect.push_back(Expect::Setup("AUTH"));
                 }
                 if self.target.db != 0 {
                     let db = itoa::Buffer::new().format(self.target.db).to_owned();
                     resp::write_command(out, &[b"SELECT", db.as_bytes()]);
-                    self.setup.push("SELECT");
+                    self.expect.push_back(Expect::Setup("SELECT"));
                 }
                 self.state = State::Open;
             }
-            State::Open if self.setup.is_empty() => {
+            State::Open if !matches!(self.expect.front(), Some(Expect::Setup(_))) => {
+                if let Some(probe) = self.congested {
+                    if probe.is_some_and(|t| now >= t) {
+                        resp::write_command(out, &[b"LLEN", self.pipeline.key()]);
+                        self.expect.push_back(Expect::Length);
+                        self.congested = Some(None);
+                    }
+                    return;
+                }
                 if self.hold_until.is_some_and(|t| now < t) {
                     return;
                 }
                 self.hold_until = None;
-                self.pipeline.poll_write(out);
+                for _ in 0..self.pipeline.poll_write(out) {
+                    self.expect.push_back(Expect::Push(now));
+                }
             }
             _ => {}
         }
@@ -216,41 +331,118 @@ impl Session {
                 Err(e) => return Err(SinkError::Protocol(e.to_string())),
             };
             self.replies.advance(used);
-            if !self.setup.is_empty() {
-                let command = self.setup.remove(0);
-                if let OwnedFrame::Error(reply) = frame {
-                    return Err(SinkError::Setup { command, reply });
-                }
-                if self.setup.is_empty() {
-                    self.usable(now);
-                }
-                continue;
-            }
-            let reply = match &frame {
-                OwnedFrame::Integer(n) => Reply::Integer(*n),
-                OwnedFrame::Error(e) => Reply::Error(e),
-                _ => Reply::Unexpected,
-            };
-            match self.pipeline.handle_reply(reply) {
-                Some(Ack::Pushed { records, .. }) => {
-                    Stats::add(&self.stats.pushed, records as u64);
-                    if self.outage.is_some() {
+            let expected = self.expect.pop_front().ok_or_else(|| {
+                SinkError::Protocol(format!("unrequested reply {}", describe(&frame)))
+            })?;
+            match expected {
+                Expect::Setup(command) => {
+                    if let OwnedFrame::Error(reply) = frame {
+                        return Err(SinkError::Setup { command, reply });
+                    }
+                    if !matches!(self.expect.front(), Some(Expect::Setup(_))) {
                         self.usable(now);
                     }
                 }
-                Some(Ack::Refused { records }) => {
-                    Stats::add(&self.stats.redis_errors, 1);
-                    self.note_failure(&format!("push refused: {}", describe(&frame)), records, now);
-                    self.hold_until = Some(now + self.backoff);
-                    self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                }
-                None => {
-                    return Err(SinkError::Protocol(format!(
-                        "unrequested reply {}",
-                        describe(&frame)
-                    )))
-                }
+                Expect::Length => self.handle_length(&frame, now)?,
+                Expect::Push(sent) => self.handle_push_reply(&frame, sent, now)?,
             }
+        }
+    }
+
+    fn handle_push_reply(
+        &mut self,
+        frame: &OwnedFrame,
+        sent: Instant,
+        now: Instant,
+    ) -> Result<(), SinkError> {
+        let reply = match frame {
+            OwnedFrame::Integer(n) => Reply::Integer(*n),
+            OwnedFrame::Error(e) => Reply::Error(e),
+            _ => Reply::Unexpected,
+        };
+        match self.pipeline.handle_reply(reply) {
+            Some(Ack::Pushed { records, list_len }) => {
+                Stats::add(&self.stats.pushed, records as u64);
+                self.stats
+                    .redis_rtt
+                    .record(now.saturating_duration_since(sent));
+                if self.outage.is_some() {
+                    self.usable(now);
+                }
+                self.check_length(list_len, now);
+                Ok(())
+            }
+            Some(Ack::Refused { records }) => {
+                Stats::add(&self.stats.redis_errors, 1);
+                let kind = match frame {
+                    OwnedFrame::Error(e) => RedisErrorKind::of(e),
+                    _ => RedisErrorKind::Other,
+                };
+                let why = format!("push refused: {} ({})", describe(frame), kind.hint());
+                if kind.needs_reconnect() {
+                    return Err(SinkError::Refused {
+                        kind,
+                        reply: describe(frame),
+                    });
+                }
+                self.note_failure(&why, records, now);
+                self.hold_until = Some(now + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                Ok(())
+            }
+            None => Err(SinkError::Protocol(format!(
+                "unrequested reply {}",
+                describe(frame)
+            ))),
+        }
+    }
+
+    fn handle_length(&mut self, frame: &OwnedFrame, now: Instant) -> Result<(), SinkError> {
+        match frame {
+            OwnedFrame::Integer(len) => {
+                self.congested = Some(Some(now + CONGESTION_PROBE));
+                self.check_length(*len, now);
+                Ok(())
+            }
+            OwnedFrame::Error(e) => {
+                // Most likely WRONGTYPE: the pushes will report it.
+                debug!(reply = %e, "LLEN refused");
+                self.congested = None;
+                Ok(())
+            }
+            other => Err(SinkError::Protocol(format!(
+                "LLEN answered {}",
+                describe(other)
+            ))),
+        }
+    }
+
+    /// Starts or ends a congestion pause from the list's length.
+    fn check_length(&mut self, len: i64, now: Instant) {
+        let Some(limit) = self.max_queue_length else {
+            return;
+        };
+        let over = u64::try_from(len).is_ok_and(|len| len > limit);
+        match (over, self.congested.is_some()) {
+            (true, false) => {
+                warn!(
+                    list_len = len,
+                    limit,
+                    buffered = self.pipeline.len(),
+                    "redis list over --max-queue-length: pausing pushes until the consumer catches up"
+                );
+                Stats::add(&self.stats.congestion_pauses, 1);
+                self.congested = Some(Some(now + CONGESTION_PROBE));
+                self.pipeline.set_spill(true);
+            }
+            (false, true) => {
+                info!(
+                    list_len = len,
+                    limit, "redis list below --max-queue-length: resuming pushes"
+                );
+                self.congested = None;
+            }
+            _ => {}
         }
     }
 
@@ -265,7 +457,7 @@ impl Session {
         };
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         self.replies.clear();
-        self.setup.clear();
+        self.expect.clear();
         self.hold_until = None;
     }
 
@@ -284,6 +476,7 @@ impl Session {
     /// The connection can carry pushes: end an outage.
     fn usable(&mut self, now: Instant) {
         self.backoff = MIN_BACKOFF;
+        self.pipeline.set_spill(self.congested.is_some());
         match self.outage.take() {
             Some(outage) => info!(
                 host = %self.target.host,
@@ -313,6 +506,7 @@ impl Session {
                     last_logged: now,
                     failures: 1,
                 });
+                self.pipeline.set_spill(true);
             }
             Some(outage) => {
                 outage.failures += 1;
@@ -491,5 +685,96 @@ mod tests {
             s.handle_received(b"?garbage\r\n", t1),
             Err(SinkError::Protocol(_))
         ));
+    }
+
+    #[test]
+    fn congestion_pauses_pushes_until_llen_drops() {
+        let t0 = Instant::now();
+        let mut s = session(None, 0, t0);
+        s.set_max_queue_length(Some(5));
+        s.poll_connect(t0);
+        s.handle_connected(t0);
+        s.pipeline().push(b"e1");
+        transmit(&mut s, t0);
+        s.handle_received(b":6\r\n", t0).unwrap();
+        assert!(s.is_congested());
+        s.pipeline().push(b"e2");
+        assert_eq!(transmit(&mut s, t0), "", "paused");
+        assert_eq!(s.deadline(), Some(t0 + CONGESTION_PROBE));
+        let t1 = t0 + CONGESTION_PROBE;
+        assert_eq!(transmit(&mut s, t1), "*2\r\n$4\r\nLLEN\r\n$1\r\nq\r\n");
+        assert_eq!(transmit(&mut s, t1), "", "one probe at a time");
+        assert_eq!(s.deadline(), None);
+        s.handle_received(b":9\r\n", t1).unwrap();
+        assert!(s.is_congested());
+        let t2 = t1 + CONGESTION_PROBE;
+        assert!(transmit(&mut s, t2).contains("LLEN"));
+        s.handle_received(b":5\r\n", t2).unwrap();
+        assert!(!s.is_congested());
+        assert!(transmit(&mut s, t2).contains("e2"));
+        assert_eq!(
+            s.stats
+                .congestion_pauses
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn error_replies_are_classified() {
+        assert_eq!(
+            RedisErrorKind::of("WRONGTYPE Operation against a key holding the wrong kind of value"),
+            RedisErrorKind::WrongType
+        );
+        assert_eq!(
+            RedisErrorKind::of("OOM command not allowed"),
+            RedisErrorKind::Oom
+        );
+        assert_eq!(
+            RedisErrorKind::of("NOAUTH Authentication required."),
+            RedisErrorKind::Auth
+        );
+        assert_eq!(
+            RedisErrorKind::of("LOADING Redis is loading"),
+            RedisErrorKind::Loading
+        );
+        assert_eq!(
+            RedisErrorKind::of("READONLY You can't write"),
+            RedisErrorKind::ReadOnly
+        );
+        assert_eq!(RedisErrorKind::of("ERR unknown"), RedisErrorKind::Other);
+        let t0 = Instant::now();
+        let mut s = session(None, 0, t0);
+        s.poll_connect(t0);
+        s.handle_connected(t0);
+        s.pipeline().push(b"e1");
+        transmit(&mut s, t0);
+        let err = s
+            .handle_received(b"-NOAUTH Authentication required.\r\n", t0)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            SinkError::Refused {
+                kind: RedisErrorKind::Auth,
+                ..
+            }
+        ));
+        s.handle_failure(&err, t0);
+        assert_eq!(s.pipeline_ref().unsent(), 1, "kept for the next connection");
+    }
+
+    #[test]
+    fn round_trip_time_is_recorded() {
+        let t0 = Instant::now();
+        let mut s = session(None, 0, t0);
+        s.poll_connect(t0);
+        s.handle_connected(t0);
+        s.pipeline().push(b"e1");
+        transmit(&mut s, t0);
+        s.handle_received(b":1\r\n", t0 + Duration::from_micros(300))
+            .unwrap();
+        let (buckets, sum) = s.stats.redis_rtt.snapshot();
+        assert_eq!(sum, 300);
+        assert_eq!(buckets[3], 1, "the 250..500 µs bucket");
     }
 }

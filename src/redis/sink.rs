@@ -71,6 +71,11 @@ impl Sink {
         }
     }
 
+    /// The protocol state, for settings such as [`Session::set_max_queue_length`].
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
     /// The records this sink holds.
     pub fn pipeline(&mut self) -> &mut Pipeline {
         self.session.pipeline()

@@ -22,7 +22,6 @@ use super::udp::{self, DatagramBatch, KernelDrops};
 use super::Listeners;
 use crate::config::Config;
 use crate::intake::{Intake, StreamConn};
-use crate::redis::pipeline::{Pipeline, PipelineConfig};
 use crate::redis::sink::Sink;
 use crate::stats::Stats;
 
@@ -39,12 +38,6 @@ const UDP_BUDGET: usize = 1024;
 const STREAM_BUDGET: usize = 1 << 20;
 /// Read size for streams.
 const READ_CHUNK: usize = 64 * 1024;
-/// Commands pipelined on the Redis connection.
-const MAX_IN_FLIGHT: usize = 8;
-/// Records per push at most.
-const MAX_BATCH_RECORDS: usize = 1024;
-/// Event bytes per push at most.
-const MAX_BATCH_BYTES: usize = 1 << 20;
 
 enum Stream {
     Tcp(TcpStream),
@@ -135,21 +128,15 @@ impl Worker {
         if let Some(unix) = &mut unix {
             poll.registry().register(unix, UNIX, Interest::READABLE)?;
         }
-        let pipeline = Pipeline::new(PipelineConfig {
-            key: config.queue.clone(),
-            command: config.push,
-            capacity: buffer_records,
-            max_batch_records: MAX_BATCH_RECORDS,
-            max_batch_bytes: MAX_BATCH_BYTES,
-            max_in_flight: MAX_IN_FLIGHT,
-        });
-        let sink = Sink::new(
+        let pipeline = super::pipeline(config, id, buffer_records)?;
+        let mut sink = Sink::new(
             config.redis.clone(),
             REDIS,
             pipeline,
             Arc::clone(&stats),
             Instant::now(),
         );
+        sink.session().set_max_queue_length(config.max_queue_length);
         Ok(Worker {
             id,
             poll,
@@ -252,9 +239,7 @@ impl Worker {
     }
 
     fn update_gauge(&self) {
-        self.stats
-            .buffered
-            .store(self.sink.pipeline_ref().len() as u64, Ordering::Relaxed);
+        super::update_gauges(&self.stats, self.sink.pipeline_ref());
     }
 
     fn mark_ready(&mut self, key: usize) {

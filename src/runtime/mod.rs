@@ -25,6 +25,8 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, IoEngine};
+use crate::redis::pipeline::{Pipeline, PipelineConfig};
+use crate::spool::Spool;
 use crate::stats::{Snapshot, Stats};
 
 /// Failures that stop the proxy from starting.
@@ -123,14 +125,22 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-fn unix_listener(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+fn unix_listener(path: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
     // A socket file left by a previous run would make bind fail; anything else is not ours.
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
             std::fs::remove_file(path)?;
         }
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    // Created owner-only, then opened up to `mode`, so it is never more open than asked.
+    // Safety: umask only swaps the process mask; no other thread runs while sockets are bound.
+    let old = unsafe { libc::umask(0o177) };
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    // Safety: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
@@ -166,9 +176,10 @@ pub fn bind(config: &Config) -> Result<Vec<Listeners>, RunError> {
         udp_addr = udp.local_addr()?;
         tcp_addr = tcp.local_addr()?;
         let unix = match (&config.unix, worker) {
-            (Some(path), 0) => {
-                Some(unix_listener(path).map_err(bind_error(format!("unix {}", path.display())))?)
-            }
+            (Some(path), 0) => Some(
+                unix_listener(path, config.unix_mode)
+                    .map_err(bind_error(format!("unix {}", path.display())))?,
+            ),
             _ => None,
         };
         all.push(Listeners { udp, tcp, unix });
@@ -234,6 +245,50 @@ impl Waker {
     }
 }
 
+/// Commands pipelined on one Redis connection.
+const MAX_IN_FLIGHT: usize = 8;
+/// Records per push at most.
+const MAX_BATCH_RECORDS: usize = 1024;
+/// Event bytes per push at most.
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Worker `id`'s pipeline: `capacity` records in memory, and its share of the spool when
+/// `--spool-dir` is set (whatever a previous run left there is replayed first).
+///
+/// # Errors
+/// When the spool cannot be opened.
+pub fn pipeline(config: &Config, id: usize, capacity: usize) -> io::Result<Pipeline> {
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        key: config.queue.clone(),
+        command: config.push,
+        capacity,
+        max_batch_records: MAX_BATCH_RECORDS,
+        max_batch_bytes: MAX_BATCH_BYTES,
+        max_in_flight: MAX_IN_FLIGHT,
+    });
+    if let Some(spool) = &config.spool {
+        let (spool, _) = Spool::open(spool.clone(), id, config.workers)?;
+        pipeline.set_overflow(Box::new(spool));
+    }
+    Ok(pipeline)
+}
+
+/// Publishes a worker's gauges.
+pub fn update_gauges(stats: &Stats, pipeline: &Pipeline) {
+    use std::sync::atomic::Ordering::Relaxed;
+    stats.buffered.store(pipeline.len() as u64, Relaxed);
+    stats.spool_bytes.store(pipeline.overflow_bytes(), Relaxed);
+}
+
+/// The workers' counters, summed.
+fn total(stats: &[Arc<Stats>]) -> Snapshot {
+    let mut sum = Snapshot::default();
+    for s in stats {
+        sum.add(&s.snapshot());
+    }
+    sum
+}
+
 /// What the signal thread tells the main thread.
 enum Control {
     Shutdown(i32),
@@ -297,6 +352,19 @@ pub fn run(config: Config) -> Result<Snapshot, RunError> {
         "pystash listening"
     );
 
+    if let Some(addr) = config.metrics {
+        let listener =
+            std::net::TcpListener::bind(addr).map_err(bind_error(format!("metrics {addr}")))?;
+        let stats = stats.clone();
+        let workers = config.workers;
+        thread::Builder::new()
+            .name("pystash-metrics".into())
+            .spawn(move || {
+                crate::metrics::serve(listener, move || (total(&stats), engine.name(), workers))
+            })?;
+        info!(%addr, "serving metrics at /metrics");
+    }
+
     let (tx, rx) = mpsc::channel();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -317,13 +385,6 @@ pub fn run(config: Config) -> Result<Snapshot, RunError> {
             }
         })?;
 
-    let total = |stats: &[Arc<Stats>]| {
-        let mut sum = Snapshot::default();
-        for s in stats {
-            sum.add(&s.snapshot());
-        }
-        sum
-    };
     let tick = config.stats_interval.unwrap_or(Duration::from_secs(3600));
     loop {
         match rx.recv_timeout(tick) {

@@ -37,7 +37,6 @@ use super::udp::{self, DatagramBatch, KernelDrops, Peer};
 use super::Listeners;
 use crate::config::Config;
 use crate::intake::{Intake, StreamConn};
-use crate::redis::pipeline::{Pipeline, PipelineConfig};
 use crate::redis::session::{Session, SinkError};
 use crate::redis::sink::resolve;
 use crate::stats::Stats;
@@ -62,12 +61,6 @@ const STREAM_BUFFER_BYTES: usize = 32 * 1024;
 const UDP_HEADER_BYTES: usize = RECVMSG_OUT_BYTES + udp::NAME_BYTES + udp::CONTROL_BYTES;
 /// `struct io_uring_recvmsg_out`: four `u32`s.
 const RECVMSG_OUT_BYTES: usize = 16;
-/// Commands pipelined on the Redis connection.
-const MAX_IN_FLIGHT: usize = 8;
-/// Records per push at most.
-const MAX_BATCH_RECORDS: usize = 1024;
-/// Event bytes per push at most.
-const MAX_BATCH_BYTES: usize = 1 << 20;
 /// At shutdown, how long cancelled receives get to report back.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
@@ -506,16 +499,10 @@ impl Worker {
         }
         // Safety: `raw` is a fresh descriptor nobody else owns.
         let wake_fd = Arc::new(unsafe { OwnedFd::from_raw_fd(raw) });
-        let pipeline = Pipeline::new(PipelineConfig {
-            key: config.queue.clone(),
-            command: config.push,
-            capacity: buffer_records,
-            max_batch_records: MAX_BATCH_RECORDS,
-            max_batch_bytes: MAX_BATCH_BYTES,
-            max_in_flight: MAX_IN_FLIGHT,
-        });
+        let pipeline = super::pipeline(config, id, buffer_records)?;
         let now = Instant::now();
-        let session = Session::new(config.redis.clone(), pipeline, Arc::clone(&stats), now);
+        let mut session = Session::new(config.redis.clone(), pipeline, Arc::clone(&stats), now);
+        session.set_max_queue_length(config.max_queue_length);
         Ok(Worker {
             id,
             ring,
@@ -617,10 +604,7 @@ impl Worker {
     }
 
     fn update_gauge(&self) {
-        self.stats.buffered.store(
-            self.redis.session.pipeline_ref().len() as u64,
-            Ordering::Relaxed,
-        );
+        super::update_gauges(&self.stats, self.redis.session.pipeline_ref());
     }
 
     fn check_kernel_drops(&mut self, now: Instant) {

@@ -156,6 +156,15 @@ impl RedisServer {
 
     /// Starts with extra `redis-server` arguments; later ones override the defaults.
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_with_on(free_tcp_port(), extra)
+    }
+
+    /// Starts on a port chosen earlier (a proxy may already be waiting for it).
+    pub fn start_on_port(port: u16) -> RedisServer {
+        RedisServer::start_with_on(port, &[])
+    }
+
+    fn start_with_on(port: u16, extra: &[&str]) -> RedisServer {
         let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let mut auth = Vec::new();
         if let Some(i) = args.iter().position(|a| a == "--requirepass") {
@@ -163,7 +172,7 @@ impl RedisServer {
         }
         args.shrink_to_fit();
         let mut server = RedisServer {
-            port: free_tcp_port(),
+            port,
             child: None,
             dir: TempDir::new("redis"),
             args,
