@@ -114,6 +114,24 @@ pub struct Args {
     /// Default: one per core.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// I/O engine: io_uring, epoll, or auto (io_uring when the kernel allows it, else epoll).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io_engine: IoEngine,
+    /// UDP receive buffer asked for per socket (SO_RCVBUF; SO_RCVBUFFORCE past
+    /// net.core.rmem_max when running as root).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub udp_recv_buffer: usize,
+}
+
+/// `--io-engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoEngine {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    /// io_uring: completion-based, multishot receives into provided buffer rings.
+    Uring,
+    /// epoll: readiness-based, recvmmsg batches.
+    Epoll,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -195,6 +213,10 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Worker threads.
     pub workers: usize,
+    /// `--io-engine`.
+    pub io_engine: IoEngine,
+    /// `--udp-recv-buffer`.
+    pub udp_recv_buffer: usize,
 }
 
 /// A flag with a value that cannot work.
@@ -282,6 +304,12 @@ impl Config {
                 why: "must be at least the number of workers",
             });
         }
+        if args.udp_recv_buffer == 0 || args.udp_recv_buffer > i32::MAX as usize {
+            return Err(ConfigError::Range {
+                flag: "--udp-recv-buffer",
+                why: "must be between 1 and 2147483647",
+            });
+        }
         let stats_interval = seconds("--stats-interval", args.stats_interval)?;
         Ok(Config {
             bind_ip: args.bind_ip,
@@ -326,6 +354,8 @@ impl Config {
             shutdown_timeout: seconds("--shutdown-timeout", args.shutdown_timeout)?,
             stats_interval: (!stats_interval.is_zero()).then_some(stats_interval),
             workers,
+            io_engine: args.io_engine,
+            udp_recv_buffer: args.udp_recv_buffer,
         })
     }
 }
@@ -460,6 +490,8 @@ mod tests {
         assert_eq!(c.event.message_type, "pystash");
         assert_eq!(c.event.host, "a");
         assert!(c.event.tags.is_empty());
+        assert_eq!(c.io_engine, IoEngine::Auto);
+        assert_eq!(c.udp_recv_buffer, 16 << 20);
         let args = Args::parse_from([
             "pystash",
             "--fqdn",

@@ -91,6 +91,7 @@ pub fn render(s: &Snapshot, engine: &str, workers: usize, out: &mut String) {
     for (reason, value) in [
         ("buffer_full", s.dropped_buffer_full),
         ("shutdown", s.dropped_shutdown),
+        ("kernel", s.dropped_kernel),
     ] {
         let _ = writeln!(
             out,

@@ -93,6 +93,9 @@ pub struct Stats {
     pub dropped_buffer_full: AtomicU64,
     /// Records dropped at shutdown because Redis could not take them in time.
     pub dropped_shutdown: AtomicU64,
+    /// Datagrams the kernel dropped before pystash could read them (its UDP receive buffer was
+    /// full), from `SO_RXQ_OVFL`.
+    pub dropped_kernel: AtomicU64,
     /// Records Redis acknowledged.
     pub pushed: AtomicU64,
     /// Error replies and connection failures.
@@ -129,6 +132,7 @@ impl Stats {
             rejected: std::array::from_fn(|i| self.rejected[i].load(Relaxed)),
             dropped_buffer_full: self.dropped_buffer_full.load(Relaxed),
             dropped_shutdown: self.dropped_shutdown.load(Relaxed),
+            dropped_kernel: self.dropped_kernel.load(Relaxed),
             pushed: self.pushed.load(Relaxed),
             redis_errors: self.redis_errors.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
@@ -153,6 +157,8 @@ pub struct Snapshot {
     pub dropped_buffer_full: u64,
     /// See [`Stats::dropped_shutdown`].
     pub dropped_shutdown: u64,
+    /// See [`Stats::dropped_kernel`].
+    pub dropped_kernel: u64,
     /// See [`Stats::pushed`].
     pub pushed: u64,
     /// See [`Stats::redis_errors`].
@@ -182,6 +188,7 @@ impl Snapshot {
         }
         self.dropped_buffer_full += other.dropped_buffer_full;
         self.dropped_shutdown += other.dropped_shutdown;
+        self.dropped_kernel += other.dropped_kernel;
         self.pushed += other.pushed;
         self.redis_errors += other.redis_errors;
         self.reconnects += other.reconnects;
@@ -202,7 +209,7 @@ impl Snapshot {
 
     /// All drops.
     pub fn dropped_total(&self) -> u64 {
-        self.dropped_buffer_full + self.dropped_shutdown
+        self.dropped_buffer_full + self.dropped_shutdown + self.dropped_kernel
     }
 }
 
@@ -231,6 +238,9 @@ impl fmt::Display for Snapshot {
         }
         if self.dropped_shutdown > 0 {
             write!(f, " dropped_shutdown={}", self.dropped_shutdown)?;
+        }
+        if self.dropped_kernel > 0 {
+            write!(f, " dropped_kernel={}", self.dropped_kernel)?;
         }
         if self.spool_bytes > 0 {
             write!(f, " spool_bytes={}", self.spool_bytes)?;

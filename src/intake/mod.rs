@@ -126,16 +126,22 @@ struct RejectLog {
 }
 
 impl RejectLog {
-    fn note(&mut self, reason: Reject, peer: &str, detail: &dyn fmt::Display, now: Instant) {
+    fn note(
+        &mut self,
+        reason: Reject,
+        peer: &dyn fmt::Display,
+        detail: &dyn fmt::Display,
+        now: Instant,
+    ) {
         let i = reason as usize;
-        debug!(reason = reason.name(), peer, %detail, "rejected frame");
+        debug!(reason = reason.name(), %peer, %detail, "rejected frame");
         if self.last[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_INTERVAL) {
             self.unlogged[i] += 1;
             return;
         }
         warn!(
             reason = reason.name(),
-            peer,
+            %peer,
             also_rejected_since_last_report = self.unlogged[i],
             "rejected a frame: {detail}"
         );
@@ -207,11 +213,24 @@ impl Intake {
             return;
         }
         match framing::decode_datagram(datagram, self.max_record_bytes) {
-            Ok((kind, range)) => {
-                self.take_frame(kind, &mut datagram[range], &peer.to_string(), pipeline, now)
-            }
-            Err(err) => self.reject(err, &peer.to_string(), now),
+            Ok((kind, range)) => self.take_frame(kind, &mut datagram[range], peer, pipeline, now),
+            Err(err) => self.reject(err, peer, now),
         }
+    }
+
+    /// Counts a datagram the engine could not read whole (`MSG_TRUNC`: larger than the room it
+    /// had for one, `size` bytes) as an oversized frame.
+    pub fn handle_truncated_datagram(
+        &mut self,
+        size: usize,
+        peer: &dyn fmt::Display,
+        now: Instant,
+    ) {
+        let err = FrameError::Oversized {
+            claimed: size as u64,
+            limit: self.max_record_bytes,
+        };
+        self.reject(err, peer, now);
     }
 
     /// Frames and decodes what `conn` has buffered, while the pipeline has room. Returns
@@ -227,11 +246,15 @@ impl Intake {
                 return false;
             }
             match conn.framer.decode(&mut conn.buf) {
-                Ok(Some(mut frame)) => {
-                    self.take_frame(frame.kind, &mut frame.payload, &conn.peer, pipeline, now)
-                }
+                Ok(Some(mut frame)) => self.take_frame(
+                    frame.kind,
+                    &mut frame.payload,
+                    &conn.peer as &dyn fmt::Display,
+                    pipeline,
+                    now,
+                ),
                 Ok(None) => return true,
-                Err(err) => self.reject(err, &conn.peer, now),
+                Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
             }
         }
     }
@@ -246,19 +269,27 @@ impl Intake {
     ) {
         loop {
             match conn.framer.decode(&mut conn.buf) {
-                Ok(Some(mut frame)) => {
-                    self.take_frame(frame.kind, &mut frame.payload, &conn.peer, pipeline, now)
-                }
+                Ok(Some(mut frame)) => self.take_frame(
+                    frame.kind,
+                    &mut frame.payload,
+                    &conn.peer as &dyn fmt::Display,
+                    pipeline,
+                    now,
+                ),
                 Ok(None) => break,
-                Err(err) => self.reject(err, &conn.peer, now),
+                Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
             }
         }
         match conn.framer.finish(&mut conn.buf) {
-            Ok(Some(mut frame)) => {
-                self.take_frame(frame.kind, &mut frame.payload, &conn.peer, pipeline, now)
-            }
+            Ok(Some(mut frame)) => self.take_frame(
+                frame.kind,
+                &mut frame.payload,
+                &conn.peer as &dyn fmt::Display,
+                pipeline,
+                now,
+            ),
             Ok(None) => {}
-            Err(err) => self.reject(err, &conn.peer, now),
+            Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
         }
     }
 
@@ -266,7 +297,7 @@ impl Intake {
         &mut self,
         kind: FrameKind,
         payload: &mut [u8],
-        peer: &str,
+        peer: &dyn fmt::Display,
         pipeline: &mut Pipeline,
         now: Instant,
     ) {
@@ -289,7 +320,7 @@ impl Intake {
         }
     }
 
-    fn reject(&mut self, err: FrameError, peer: &str, now: Instant) {
+    fn reject(&mut self, err: FrameError, peer: &dyn fmt::Display, now: Instant) {
         Stats::add(&self.stats.received, 1);
         let reason = Reject::from(err);
         self.stats.reject(reason);
