@@ -114,6 +114,18 @@ pub struct Args {
     /// Default: one per core.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Stream connections (TCP and unix) held at most per worker; more are closed at once and
+    /// counted.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds a stream may sit on a frame it began without finishing it (a slow or stuck
+    /// sender) before it is closed and counted.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub frame_timeout: f64,
+    /// Seconds a stream may send nothing before it is closed (0: never). CPython's
+    /// SocketHandler loses the record it sends on a connection closed this way.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub idle_timeout: f64,
     /// I/O engine: io_uring, epoll, or auto (io_uring when the kernel allows it, else epoll).
     #[arg(long, value_enum, default_value = "auto")]
     pub io_engine: IoEngine,
@@ -213,6 +225,12 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Worker threads.
     pub workers: usize,
+    /// `--max-connections`, per worker.
+    pub max_connections: usize,
+    /// `--frame-timeout`.
+    pub frame_timeout: Duration,
+    /// `--idle-timeout`; `None` when 0.
+    pub idle_timeout: Option<Duration>,
     /// `--io-engine`.
     pub io_engine: IoEngine,
     /// `--udp-recv-buffer`.
@@ -354,6 +372,10 @@ impl Config {
             shutdown_timeout: seconds("--shutdown-timeout", args.shutdown_timeout)?,
             stats_interval: (!stats_interval.is_zero()).then_some(stats_interval),
             workers,
+            max_connections: args.max_connections,
+            frame_timeout: seconds("--frame-timeout", args.frame_timeout)?,
+            idle_timeout: Some(seconds("--idle-timeout", args.idle_timeout)?)
+                .filter(|t| !t.is_zero()),
             io_engine: args.io_engine,
             udp_recv_buffer: args.udp_recv_buffer,
         })

@@ -110,6 +110,10 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     /// Bytes in the disk spool right now.
     pub spool_bytes: AtomicU64,
+    /// Stream connections closed at accept because `--max-connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Stream connections closed by `--frame-timeout` or `--idle-timeout`.
+    pub connections_expired: AtomicU64,
     /// Time from writing a push to its reply.
     pub redis_rtt: Histogram,
 }
@@ -140,6 +144,8 @@ impl Stats {
             congestion_pauses: self.congestion_pauses.load(Relaxed),
             bytes_received: self.bytes_received.load(Relaxed),
             spool_bytes: self.spool_bytes.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            connections_expired: self.connections_expired.load(Relaxed),
             redis_rtt: self.redis_rtt.snapshot().0,
             redis_rtt_sum_us: self.redis_rtt.snapshot().1,
         }
@@ -173,6 +179,10 @@ pub struct Snapshot {
     pub bytes_received: u64,
     /// See [`Stats::spool_bytes`].
     pub spool_bytes: u64,
+    /// See [`Stats::connections_refused`].
+    pub connections_refused: u64,
+    /// See [`Stats::connections_expired`].
+    pub connections_expired: u64,
     /// See [`Stats::redis_rtt`]: counts per bucket, not cumulative.
     pub redis_rtt: [u64; RTT_BUCKETS_US.len() + 1],
     /// Sum of the round trips, in microseconds.
@@ -196,6 +206,8 @@ impl Snapshot {
         self.congestion_pauses += other.congestion_pauses;
         self.bytes_received += other.bytes_received;
         self.spool_bytes += other.spool_bytes;
+        self.connections_refused += other.connections_refused;
+        self.connections_expired += other.connections_expired;
         for (a, b) in self.redis_rtt.iter_mut().zip(other.redis_rtt) {
             *a += b;
         }
@@ -244,6 +256,12 @@ impl fmt::Display for Snapshot {
         }
         if self.spool_bytes > 0 {
             write!(f, " spool_bytes={}", self.spool_bytes)?;
+        }
+        if self.connections_refused > 0 {
+            write!(f, " connections_refused={}", self.connections_refused)?;
+        }
+        if self.connections_expired > 0 {
+            write!(f, " connections_expired={}", self.connections_expired)?;
         }
         if self.congestion_pauses > 0 {
             write!(f, " congestion_pauses={}", self.congestion_pauses)?;

@@ -461,3 +461,95 @@ fn kernel_drops_are_counted() {
         assert_none(&format!("{engine}: kernel drops"), &failures);
     }
 }
+
+/// Hostile stream clients cost a counter, not the service: a slow-loris that never finishes
+/// its frame and one stuck mid-frame are closed by `--frame-timeout`; connections past
+/// `--max-connections` are closed at once; idle connections holding no partial frame stay open
+/// (CPython's SocketHandler keeps its connection between records); good records keep arriving.
+#[test]
+fn slow_and_surplus_connections_are_bounded() {
+    use std::io::{Read, Write};
+    for engine in engines() {
+        let redis = RedisServer::start();
+        let proxy = start(
+            &redis,
+            engine,
+            &[
+                "--workers",
+                "1",
+                "--frame-timeout",
+                "1",
+                "--max-connections",
+                "50",
+            ],
+        );
+        let mut failures = Vec::new();
+        // 40 idle connections: they hold no partial frame, so they stay.
+        let idle: Vec<_> = (0..40).map(|_| tcp(proxy.tcp_port)).collect();
+        // Half a pickle frame, then nothing.
+        let mut stuck = tcp(proxy.tcp_port);
+        stuck.write_all(&[0, 0, 1, 0, b'}']).unwrap();
+        // A slow-loris: one byte of a JSON line every 200 ms.
+        let mut loris = tcp(proxy.tcp_port);
+        // 10 more fill the limit (40 + 2 + 8 = 50); 5 past it are closed at once.
+        let filler: Vec<_> = (0..8).map(|_| tcp(proxy.tcp_port)).collect();
+        thread::sleep(Duration::from_millis(300));
+        let surplus: Vec<_> = (0..5).map(|_| tcp(proxy.tcp_port)).collect();
+        for mut s in surplus {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut b = [0u8; 1];
+            if !matches!(s.read(&mut b), Ok(0) | Err(_)) {
+                failures.push(format!("{engine}: a surplus connection was served"));
+            }
+        }
+        let started = Instant::now();
+        let mut loris_closed = false;
+        while started.elapsed() < Duration::from_secs(6) {
+            if loris.write_all(b"{").is_err() {
+                loris_closed = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        if !loris_closed {
+            failures.push(format!("{engine}: the slow-loris was not closed"));
+        }
+        stuck
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut b = [0u8; 1];
+        if !matches!(stuck.read(&mut b), Ok(0) | Err(_)) {
+            failures.push(format!("{engine}: the stuck connection was not closed"));
+        }
+        // The service goes on: records from an idle connection and a new one arrive.
+        let mut first = idle.into_iter().next().unwrap();
+        first.write_all(b"{\"message\":\"after 0\"}\n").unwrap();
+        close(first);
+        drop(filler);
+        thread::sleep(Duration::from_millis(300));
+        send_tcp(proxy.tcp_port, &[b"{\"message\":\"after 1\"}\n"]);
+        let got = redis.wait_for_len("logstash", 2, WAIT);
+        if got != 2 {
+            failures.push(format!(
+                "{engine}: {got} of 2 records after the hostile clients"
+            ));
+        }
+        let stopped = proxy.stop();
+        expect_stats(
+            &stopped,
+            &[
+                ("connections_refused", 5),
+                ("connections_expired", 2),
+                ("pushed", 2),
+            ],
+            &mut failures,
+        );
+        if stopped.stat("rejected_truncated") != 2 {
+            failures.push(format!(
+                "{engine}: expected the 2 cut frames as rejected_truncated; {}",
+                stopped.tail(3)
+            ));
+        }
+        assert_none("hostile stream clients", &failures);
+    }
+}

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::batch::BatchWait;
 use super::udp::{self, DatagramBatch, KernelDrops};
-use super::Listeners;
+use super::{ConnGuard, Listeners};
 use crate::config::Config;
 use crate::intake::{Intake, StreamConn};
 use crate::redis::sink::Sink;
@@ -101,6 +101,7 @@ pub struct Worker {
     stats: Arc<Stats>,
     shutdown: Arc<AtomicBool>,
     shutdown_timeout: Duration,
+    guard: ConnGuard,
 }
 
 impl Worker {
@@ -137,6 +138,7 @@ impl Worker {
             Instant::now(),
         );
         sink.session().set_max_queue_length(config.max_queue_length);
+        let guard = ConnGuard::new(config, Arc::clone(&stats), Instant::now());
         Ok(Worker {
             id,
             poll,
@@ -161,6 +163,7 @@ impl Worker {
             stats,
             shutdown,
             shutdown_timeout: config.shutdown_timeout,
+            guard,
         })
     }
 
@@ -192,9 +195,11 @@ impl Worker {
                         .map_or(hold, |d| d.saturating_duration_since(now).min(hold));
                     std::thread::sleep(until);
                 }
-                self.sink
+                let deadline = self
+                    .sink
                     .deadline()
-                    .map(|d| d.saturating_duration_since(Instant::now()))
+                    .map_or(self.guard.deadline(), |d| d.min(self.guard.deadline()));
+                Some(deadline.saturating_duration_since(Instant::now()))
             };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != io::ErrorKind::Interrupted {
@@ -224,6 +229,9 @@ impl Worker {
             took = (self.stats.received.load(Ordering::Relaxed) - before) as usize;
             if now.duration_since(self.last_meminfo) >= Duration::from_secs(1) {
                 self.check_kernel_drops(now);
+            }
+            if self.guard.sweep_due(now) {
+                self.sweep(now);
             }
         }
         self.finish();
@@ -278,11 +286,15 @@ impl Worker {
                     return;
                 }
             };
+            let now = Instant::now();
+            if !self.guard.admit(self.conns.len(), now) {
+                continue;
+            }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             let mut conn = Conn {
                 stream,
-                intake: StreamConn::new(peer, self.max_record_bytes),
+                intake: StreamConn::new(peer, self.max_record_bytes, now),
                 queued: true,
             };
             if let Err(err) = self.poll.registry().register(
@@ -405,6 +417,23 @@ impl Worker {
                     }
                 },
             }
+        }
+    }
+
+    /// Closes the connections that stalled mid-frame or idled past the limits.
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| self.guard.expired(&c.intake, now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            if let Some(conn) = self.conns.get_mut(key) {
+                self.intake
+                    .handle_stream_abort(&mut conn.intake, self.sink.pipeline(), now);
+            }
+            self.close(key);
         }
     }
 

@@ -18,13 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use thiserror::Error;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, IoEngine};
+use crate::intake::StreamConn;
 use crate::redis::pipeline::{Pipeline, PipelineConfig};
 use crate::spool::Spool;
 use crate::stats::{Snapshot, Stats};
@@ -271,6 +272,79 @@ pub fn pipeline(config: &Config, id: usize, capacity: usize) -> io::Result<Pipel
         pipeline.set_overflow(Box::new(spool));
     }
     Ok(pipeline)
+}
+
+/// How often stream connections are checked against `--frame-timeout`/`--idle-timeout`.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A worker's limits on stream connections, the same for every engine: how many may be open,
+/// and when an open one has stalled or idled too long.
+#[derive(Debug)]
+pub struct ConnGuard {
+    max_connections: usize,
+    frame_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    next_sweep: Instant,
+    last_refusal_log: Option<Instant>,
+    stats: Arc<Stats>,
+}
+
+impl ConnGuard {
+    /// Limits from `config`, counting into `stats`.
+    pub fn new(config: &Config, stats: Arc<Stats>, now: Instant) -> Self {
+        ConnGuard {
+            max_connections: config.max_connections,
+            frame_timeout: config.frame_timeout,
+            idle_timeout: config.idle_timeout,
+            next_sweep: now + SWEEP_INTERVAL,
+            last_refusal_log: None,
+            stats,
+        }
+    }
+
+    /// Whether one more connection may be kept when `open` are; a refusal is counted (and
+    /// logged at most every 10 s).
+    pub fn admit(&mut self, open: usize, now: Instant) -> bool {
+        if open < self.max_connections {
+            return true;
+        }
+        Stats::add(&self.stats.connections_refused, 1);
+        if self
+            .last_refusal_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+        {
+            warn!(
+                max = self.max_connections,
+                "--max-connections reached: closing new connections"
+            );
+            self.last_refusal_log = Some(now);
+        }
+        false
+    }
+
+    /// When the next sweep is due.
+    pub fn deadline(&self) -> Instant {
+        self.next_sweep
+    }
+
+    /// Whether a sweep is due at `now`; if so, the next one is scheduled.
+    pub fn sweep_due(&mut self, now: Instant) -> bool {
+        if now < self.next_sweep {
+            return false;
+        }
+        self.next_sweep = now + SWEEP_INTERVAL;
+        true
+    }
+
+    /// Whether `conn` should be closed now; counts it if so.
+    pub fn expired(&self, conn: &StreamConn, now: Instant) -> bool {
+        let expired = conn.expired(now, self.frame_timeout, self.idle_timeout);
+        if expired {
+            Stats::add(&self.stats.connections_expired, 1);
+            debug!(peer = %conn.peer, "closing a stalled or idle connection");
+        }
+        expired
+    }
 }
 
 /// Publishes a worker's gauges.

@@ -34,7 +34,7 @@ use tracing::{debug, info, warn};
 
 use super::batch::{self, BatchWait};
 use super::udp::{self, DatagramBatch, KernelDrops, Peer};
-use super::Listeners;
+use super::{ConnGuard, Listeners};
 use crate::config::Config;
 use crate::intake::{Intake, StreamConn};
 use crate::redis::session::{Session, SinkError};
@@ -398,6 +398,8 @@ struct Conn {
     intake: StreamConn,
     /// A `recv` is in flight (the connection may not be dropped before it reports back).
     armed: bool,
+    /// Shut down by the sweep: what it left unfinished is truncated, not a last frame.
+    expired: bool,
 }
 
 /// The Redis connection's socket side; the protocol is in [`Session`].
@@ -453,6 +455,7 @@ pub struct Worker {
     stats: Arc<Stats>,
     shutdown: Arc<AtomicBool>,
     shutdown_timeout: Duration,
+    guard: ConnGuard,
     max_record_bytes: usize,
     last_meminfo: Instant,
 }
@@ -503,6 +506,7 @@ impl Worker {
         let now = Instant::now();
         let mut session = Session::new(config.redis.clone(), pipeline, Arc::clone(&stats), now);
         session.set_max_queue_length(config.max_queue_length);
+        let guard = ConnGuard::new(config, Arc::clone(&stats), Instant::now());
         Ok(Worker {
             id,
             ring,
@@ -547,6 +551,7 @@ impl Worker {
             stats,
             shutdown,
             shutdown_timeout: config.shutdown_timeout,
+            guard,
             max_record_bytes: config.max_record_bytes,
             last_meminfo: now,
         })
@@ -590,7 +595,12 @@ impl Worker {
             if self.shutdown.load(Ordering::SeqCst) {
                 break;
             }
-            let deadline = self.redis.session.deadline();
+            let deadline = Some(
+                self.redis
+                    .session
+                    .deadline()
+                    .map_or(self.guard.deadline(), |d| d.min(self.guard.deadline())),
+            );
             self.wait(hold, deadline, now);
             turn = Instant::now();
             let before = self.stats.received.load(Ordering::Relaxed);
@@ -598,6 +608,9 @@ impl Worker {
             took = (self.stats.received.load(Ordering::Relaxed) - before) as usize;
             if turn.duration_since(self.last_meminfo) >= Duration::from_secs(1) {
                 self.check_kernel_drops(turn);
+            }
+            if self.guard.sweep_due(turn) {
+                self.sweep(turn);
             }
         }
         self.finish();
@@ -816,11 +829,16 @@ impl Worker {
                 .and_then(|a| a.as_socket())
                 .map_or_else(|| "tcp".to_owned(), |a| a.to_string())
         };
+        let now = Instant::now();
+        if !self.guard.admit(self.conns.len(), now) {
+            return;
+        }
         debug!(%peer, "connection accepted");
         let key = self.conns.insert(Conn {
             fd,
-            intake: StreamConn::new(peer, self.max_record_bytes),
+            intake: StreamConn::new(peer, self.max_record_bytes, now),
             armed: false,
+            expired: false,
         });
         self.arm_conn(key);
     }
@@ -858,6 +876,12 @@ impl Worker {
             self.stream_bufs.push(bid);
         }
         let pipeline = self.redis.session.pipeline();
+        if conn.expired {
+            self.intake
+                .handle_stream_abort(&mut conn.intake, pipeline, now);
+            self.close(key);
+            return;
+        }
         match result {
             0 => {
                 self.intake
@@ -908,6 +932,35 @@ impl Worker {
                 self.arm_conn(key);
             } else {
                 self.idle.push_back(key);
+            }
+        }
+    }
+
+    /// Closes the connections that stalled mid-frame or idled past the limits. One with a
+    /// receive in flight is shut down instead: its receive then completes with 0 and the
+    /// usual end-of-stream path closes it, so no completion arrives for a reused key.
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| self.guard.expired(&c.intake, now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.armed {
+                conn.expired = true;
+                // Safety: shutdown(2) on a descriptor this connection owns.
+                unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
+            } else {
+                self.intake.handle_stream_abort(
+                    &mut conn.intake,
+                    self.redis.session.pipeline(),
+                    now,
+                );
+                self.close(key);
             }
         }
     }
