@@ -50,7 +50,10 @@ pub fn framing(data: &[u8]) {
     assert_eq!(split, whole, "frames depend on how the stream was read");
 
     if let Ok((kind, range)) = decode_datagram(stream, max) {
-        assert!(range.end <= stream.len(), "range {range:?} outside the datagram");
+        assert!(
+            range.end <= stream.len(),
+            "range {range:?} outside the datagram"
+        );
         assert!(range.len() <= max, "datagram payload over the limit {max}");
         if kind == FrameKind::Pickle {
             assert_eq!(range, 4..stream.len(), "pickle datagram range");
@@ -87,9 +90,8 @@ fn run_framer(stream: &[u8], max: usize, chunks: &[usize]) -> Vec<Outcome> {
     let mut fed = 0;
     // Payload bytes handed out, plus the 4-byte prefix of each length-prefixed frame.
     let mut taken = 0;
-    let mut note = |result: Result<Option<Frame>, FrameError>,
-                    outcomes: &mut Vec<Outcome>| {
-        match result {
+    let mut note =
+        |result: Result<Option<Frame>, FrameError>, outcomes: &mut Vec<Outcome>| match result {
             Ok(Some(frame)) => {
                 assert!(
                     frame.payload.len() <= max,
@@ -105,8 +107,7 @@ fn run_framer(stream: &[u8], max: usize, chunks: &[usize]) -> Vec<Outcome> {
             }
             Ok(None) => {}
             Err(err) => outcomes.push(Err(discriminant(&err))),
-        }
-    };
+        };
     for &n in chunks {
         buf.extend_from_slice(&stream[fed..fed + n]);
         fed += n;
@@ -124,7 +125,11 @@ fn run_framer(stream: &[u8], max: usize, chunks: &[usize]) -> Vec<Outcome> {
     }
     note(framer.finish(&mut buf), &mut outcomes);
     assert!(buf.is_empty(), "finish left {} bytes behind", buf.len());
-    assert!(taken <= stream.len(), "handed out {taken} of {} bytes", stream.len());
+    assert!(
+        taken <= stream.len(),
+        "handed out {taken} of {} bytes",
+        stream.len()
+    );
     outcomes
 }
 
@@ -138,7 +143,10 @@ pub fn pickle(data: &[u8]) {
         return;
     };
     let text = repr_string(&value);
-    assert!(text.len() <= MAX_REPR_BYTES + ELLIPSIS.len(), "repr too long");
+    assert!(
+        text.len() <= MAX_REPR_BYTES + ELLIPSIS.len(),
+        "repr too long"
+    );
     for config in event_configs() {
         let mut out = Vec::new();
         match EventFormat::new(config).write_record(&value, &mut out) {
@@ -253,7 +261,10 @@ pub fn resp_reply(data: &[u8]) {
 
 /// Connects `session` at `now` and lets it write its first commands.
 fn connect(session: &mut Session, now: Instant) {
-    assert!(session.poll_connect(now), "no connection attempt at {now:?}");
+    assert!(
+        session.poll_connect(now),
+        "no connection attempt at {now:?}"
+    );
     session.handle_connected(now);
     session.poll_transmit(now, &mut Vec::new());
 }
