@@ -9,8 +9,8 @@
 # Works on the stable toolchain: RUSTC_BOOTSTRAP=1 lets stable rustc take the nightly-only flags
 # cargo-fuzz passes (-Zsanitizer=address, sanitizer coverage). Each target starts from the
 # committed seeds (fuzz/seeds/<target>/, read only) plus the corpus earlier runs grew
-# (fuzz/corpus/<target>/, not committed). Environment: FUZZ_SANITIZER (address; `none` runs
-# about twice as fast), FUZZ_ARGS (more libFuzzer flags, e.g. `-jobs=2 -workers=2`).
+# (fuzz/corpus/<target>/, not committed). Environment: FUZZ_SANITIZER (address; `none` skips
+# ASan, untried here), FUZZ_ARGS (more libFuzzer flags, e.g. `-jobs=2 -workers=2`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
