@@ -231,8 +231,10 @@ impl StreamFramer {
             return Err(FrameError::Truncated { missing });
         }
         self.scanned = 0;
-        // `decode_line` holds back up to the limit plus one byte waiting for `\n`.
-        if trim_line_end(buf).len() > self.max_frame_bytes {
+        // `decode_line` holds back up to the limit plus one byte waiting for `\n`; a final
+        // `\r` is a line ending like any other.
+        let len = trim_line_end(buf).len();
+        if len > self.max_frame_bytes {
             let claimed = buf.len() as u64;
             buf.clear();
             return Err(FrameError::Oversized {
@@ -240,7 +242,8 @@ impl StreamFramer {
                 limit: self.max_frame_bytes,
             });
         }
-        let payload = buf.split();
+        let mut payload = buf.split();
+        payload.truncate(len);
         Ok(Some(Frame {
             kind: FrameKind::Line,
             payload,
@@ -488,6 +491,11 @@ mod tests {
             run(b"abc", 3, 2).as_slice(),
             [Err(FrameError::Oversized { .. })]
         ));
+        // And its `\r` is not part of it (also found by fuzzing).
+        assert_eq!(
+            run(b"ab\r", 3, 2),
+            vec![Ok((FrameKind::Line, b"ab".to_vec()))]
+        );
     }
 
     #[test]
