@@ -102,7 +102,9 @@ fn consume_loop(
                 n
             }
             Err(e) if e.is_transient() => {
-                // Redis went away or is loading: try again until the drain deadline.
+                // Redis went away or is loading: try again until the drain deadline. Time
+                // without Redis is not quiet time: the records may be waiting in the proxy.
+                last_event = Instant::now();
                 let left = deadline.map_or(backoff, |d: Instant| {
                     d.saturating_duration_since(Instant::now())
                 });
