@@ -13,16 +13,18 @@
 #   redis-stop        redis-server SIGSTOPped for STOP_SECS (a hung Redis), then SIGCONT; with
 #                     --spool-dir
 #   proxy-term        pystash SIGTERMed mid-stream and started again (spool, Redis up)
-#   proxy-kill        Redis SIGKILLed, then, generators paused, pystash SIGKILLed with
-#                     --spool-fsync always; Redis and pystash started again, the spool replayed
+#   proxy-kill        Redis down from the start; generators paused, pystash SIGKILLed (with
+#                     --spool-fsync always); Redis and pystash started, the spool replayed
+#   proxy-kill-mid    the same, but Redis is SIGKILLed mid-stream, 1.5 s before pystash
 #
 # Verdicts (the run exits 1 when one fails):
 #   Redis faults: TCP lost == 0 (duplicates allowed: delivery is at-least-once); UDP
 #     sent - delivered == what pystash counted (its final `dropped`, plus the kernel's drops on
 #     its UDP sockets from /proc/net/udp while pystash has no dropped_kernel counter).
 #   Proxy faults: every record pystash counted as received (over both runs), less those it
-#     counted as dropped or rejected, is delivered; after SIGKILL, less at most the records it
-#     held only in memory at the kill (`pystash_records_buffered`, the documented window).
+#     counted as dropped or rejected, is delivered. After SIGKILL, less at most the records it
+#     held in memory at the kill (`pystash_records_buffered`, the documented window), which
+#     with Redis down from the start must be none (proxy-kill: no loss at all).
 #     sent - received is what the kernel held or what was sent while no pystash listened.
 #   Every scenario also ends with the list empty and pystash holding nothing (buffer, spool).
 #
@@ -34,7 +36,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SCENARIOS=${SCENARIOS:-"redis-kill redis-kill-spool redis-stop proxy-term proxy-kill"}
+SCENARIOS=${SCENARIOS:-"redis-kill redis-kill-spool redis-stop proxy-term proxy-kill proxy-kill-mid"}
 RATE=${RATE:-100k}
 DURATION=${DURATION:-12}
 FAULT_AT=${FAULT_AT:-2}
@@ -146,7 +148,7 @@ start_load() { # DIR
   # The TCP generator pops the list for both runs (exactly, across Redis faults); the UDP one
   # only sends, its records are tallied by the TCP one under its run id.
   "$LOADTEST" --transport tcp --target "127.0.0.1:$TCP_PORT" "${common[@]}" \
-    --consume exact --pop-batch 5000 --drain-timeout 60s --quiet-drain "$QUIET_DRAIN" \
+    --consume exact --pop-batch 5000 --wait-redis --drain-timeout 60s --quiet-drain "$QUIET_DRAIN" \
     --label tcp >"$dir/tcp.json" 2>"$dir/tcp.err" &
   TCP_PID=$!
   "$LOADTEST" --transport udp --target "127.0.0.1:$UDP_PORT" "${common[@]}" \
@@ -189,18 +191,19 @@ run_scenario() {
     redis-kill-spool) aof=(--appendonly yes --appendfsync always); spool=1 ;;
     redis-stop) spool=1 ;;
     proxy-term) spool=1 ;;
-    proxy-kill) aof=(--appendonly yes --appendfsync always); spool=1
+    proxy-kill | proxy-kill-mid) aof=(--appendonly yes --appendfsync always); spool=1
       PYSTASH_FLAGS+=(--spool-fsync always) ;;
     *) echo "unknown scenario $name" >&2; return 1 ;;
   esac
   [ "$spool" = 1 ] && PYSTASH_FLAGS+=(--spool-dir "$dir/spool")
   echo "== $name (pystash ${PYSTASH_FLAGS[*]})" >&2
-  start_redis "$dir/redis" "${aof[@]}"
+  # proxy-kill: Redis is down from the start (the consumer waits for it).
+  [ "$name" = proxy-kill ] || start_redis "$dir/redis" "${aof[@]}"
   start_pystash "$dir/pystash.log"
   start_load "$dir"
   sleep "$FAULT_AT"
 
-  local drops_k=0 recv1=0 dropped1=0 window=0 s1="" note=""
+  local drops_k=0 recv1=0 dropped1=0 window=0 window0=0 s1="" note=""
   case $name in
     redis-kill*)
       kill -KILL "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
@@ -226,9 +229,14 @@ run_scenario() {
       echo "--- restart" >>"$dir/pystash.log"
       start_pystash "$dir/pystash.log"
       ;;
-    proxy-kill)
-      kill -KILL "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
-      sleep 1.5
+    proxy-kill*)
+      if [ "$name" = proxy-kill-mid ]; then
+        window0=$(metric pystash_records_buffered)
+        kill -KILL "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
+        echo "   redis-server killed with $window0 records in pystash's memory" >&2
+        note="in memory at the Redis kill $window0; "
+        sleep 1.5
+      fi
       # Pause the generators so that what pystash took in is known exactly at the kill.
       kill -STOP "$TCP_PID" "$UDP_PID"
       local prev=-1 now i
@@ -240,13 +248,16 @@ run_scenario() {
       done
       recv1=$now
       window=$(metric pystash_records_buffered)
+      # With Redis down from the start nothing may be held only in memory.
+      if [ "$name" = proxy-kill ]; then window=0; fi
       dropped1=$(($(metric 'pystash_records_dropped_total{reason="buffer_full"}') +
         $(metric 'pystash_records_dropped_total{reason="shutdown"}')))
       for r in oversized bad_length bad_pickle bad_utf8 not_a_record truncated; do
         dropped1=$((dropped1 + $(metric "pystash_records_rejected_total{reason=\"$r\"}")))
       done
       drops_k=$(kernel_udp_drops)
-      echo "   pystash SIGKILLed with Redis down: received $recv1, in memory $window, spool $(metric pystash_spool_bytes) bytes" >&2
+      echo "   pystash SIGKILLed with Redis down: received $recv1, in memory $(metric pystash_records_buffered), spool $(metric pystash_spool_bytes) bytes" >&2
+      note+="in memory at the proxy kill $(metric pystash_records_buffered); "
       kill -KILL "$PYSTASH_PID"; wait "$PYSTASH_PID" 2>/dev/null || true
       PYSTASH_PID=""
       start_redis "$dir/redis" "${aof[@]}"

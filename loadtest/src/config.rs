@@ -138,6 +138,10 @@ pub struct RunArgs {
     /// After sending, wait this long at most for the remaining events.
     #[arg(long, default_value = "10s")]
     pub drain_timeout: String,
+    /// Start even when Redis is not there yet: the consumer connects once it is (a fault test
+    /// may start Redis later).
+    #[arg(long, conflicts_with = "flush_queue")]
+    pub wait_redis: bool,
     /// After sending, stop waiting once nothing arrived for this long (lossy runs otherwise
     /// wait the whole drain timeout).
     #[arg(long)]
@@ -198,6 +202,8 @@ pub struct RunConfig {
     pub drain_timeout: Duration,
     /// Stop draining after this long without an event.
     pub quiet_drain: Option<Duration>,
+    /// Redis may come up after the start.
+    pub wait_redis: bool,
     /// Output directory.
     pub out: Option<PathBuf>,
     /// Run name.
@@ -379,6 +385,7 @@ impl RunConfig {
             pop_batch: a.pop_batch,
             flush_queue: a.flush_queue,
             drain_timeout: parse_duration(&a.drain_timeout).context("--drain-timeout")?,
+            wait_redis: a.wait_redis,
             quiet_drain: a
                 .quiet_drain
                 .as_deref()

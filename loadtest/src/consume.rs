@@ -468,6 +468,8 @@ pub struct Consumer {
     pop: Pop,
     /// `None` after a failure: the next poll reconnects.
     conn: Option<Conn>,
+    /// A connection was made once (later ones are reconnects).
+    connected: bool,
     /// The pop command (lrange, blpop) or the read (exact).
     cmd: Vec<u8>,
     /// `--consume exact`: the key counting this consumer's trims.
@@ -490,17 +492,9 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// A consumer for a run with `streams` streams.
-    ///
-    /// # Errors
-    /// Connecting to Redis fails.
-    pub fn connect(
-        pop: &Pop,
-        run: u32,
-        streams: u32,
-        clock: Clock,
-    ) -> Result<Consumer, ConsumeError> {
-        let conn = Conn::connect(&pop.url)?;
+    /// A consumer for a run with `streams` streams, not connected yet: its first poll
+    /// connects.
+    pub fn new(pop: &Pop, run: u32, streams: u32, clock: Clock) -> Consumer {
         let mut cmd = Vec::new();
         let key = pop.queue.as_bytes();
         let last = (pop.batch.max(1) - 1).to_string();
@@ -518,10 +512,11 @@ impl Consumer {
             }
             PopMode::Exact => encode_command(&[b"LRANGE", key, b"0", last.as_bytes()], &mut cmd),
         }
-        Ok(Consumer {
+        Consumer {
             counter: format!("{}:pystash-loadtest:{run}:trims", pop.queue),
             pop: pop.clone(),
-            conn: Some(conn),
+            conn: None,
+            connected: false,
             cmd,
             trims: 0,
             pending_trim: None,
@@ -532,7 +527,23 @@ impl Consumer {
             tally: Tally::new(streams),
             reconnects: 0,
             uncertain_pops: 0,
-        })
+        }
+    }
+
+    /// A consumer for a run with `streams` streams, connected.
+    ///
+    /// # Errors
+    /// Connecting to Redis fails.
+    pub fn connect(
+        pop: &Pop,
+        run: u32,
+        streams: u32,
+        clock: Clock,
+    ) -> Result<Consumer, ConsumeError> {
+        let mut c = Consumer::new(pop, run, streams, clock);
+        c.conn = Some(Conn::connect(&pop.url)?);
+        c.connected = true;
+        Ok(c)
     }
 
     /// From `at` on, a reply still awaited fails with [`ConsumeError::GaveUp`] instead of
@@ -556,7 +567,10 @@ impl Consumer {
             Some(c) => c,
             None => {
                 let c = Conn::connect_until(&self.pop.url, self.give_up)?;
-                self.reconnects += 1;
+                if self.connected {
+                    self.reconnects += 1;
+                }
+                self.connected = true;
                 c
             }
         };

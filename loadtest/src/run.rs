@@ -228,8 +228,12 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
                 batch: cfg.pop_batch,
                 block: BLPOP_BLOCK,
             };
-            let c = Consumer::connect(&pop, run, cfg.streams as u32, clock)
-                .with_context(|| format!("connecting to Redis at {redis}"))?;
+            let c = if cfg.wait_redis {
+                Consumer::new(&pop, run, cfg.streams as u32, clock)
+            } else {
+                Consumer::connect(&pop, run, cfg.streams as u32, clock)
+                    .with_context(|| format!("connecting to Redis at {redis}"))?
+            };
             let (live, stats) = (live.clone(), stats.clone());
             let drain = Drain {
                 timeout: cfg.drain_timeout,

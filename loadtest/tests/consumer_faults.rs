@@ -4,7 +4,7 @@
 //! Redis runs with `--appendonly yes --appendfsync always`, so what it acknowledged survives
 //! the kill and a missing event would be the consumer's fault.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,15 +45,23 @@ impl Redis {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (scripts/test.sh installs it)");
         self.child = Some(child);
+        // Up once it answers PING (not LOADING its append-only file).
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !Conn::connect(&self.url()).is_ok_and(|mut c| c.simple(&[b"PING"]).is_ok()) {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -122,6 +130,26 @@ fn poll_until(c: &mut Consumer, n: u64) {
             Err(e) => panic!("{e}"),
         }
     }
+}
+
+#[test]
+fn a_consumer_made_before_redis_connects_once_it_is_up() {
+    let mut redis = Redis::start();
+    redis.kill();
+    let pop = Pop {
+        url: redis.url(),
+        queue: "logstash".into(),
+        mode: PopMode::Lrange,
+        batch: 100,
+        block: Duration::from_millis(100),
+    };
+    let mut c = Consumer::new(&pop, RUN, 1, Clock::start());
+    assert!(c.poll().unwrap_err().is_transient());
+    redis.spawn();
+    redis.push(0..250);
+    poll_until(&mut c, 250);
+    // The first connection is not a reconnection.
+    assert_eq!((c.reconnects, c.uncertain_pops), (0, 0));
 }
 
 #[test]
