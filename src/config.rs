@@ -114,6 +114,36 @@ pub struct Args {
     /// Default: one per core.
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Stream connections (TCP and unix) held at most per worker; more are closed at once and
+    /// counted.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Seconds a stream may sit on a frame it began without finishing it (a slow or stuck
+    /// sender) before it is closed and counted.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub frame_timeout: f64,
+    /// Seconds a stream may send nothing before it is closed (0: never). CPython's
+    /// SocketHandler loses the record it sends on a connection closed this way.
+    #[arg(long, value_name = "SECS", default_value_t = 0.0)]
+    pub idle_timeout: f64,
+    /// I/O engine: io_uring, epoll, or auto (io_uring when the kernel allows it, else epoll).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub io_engine: IoEngine,
+    /// UDP receive buffer asked for per socket (SO_RCVBUF; SO_RCVBUFFORCE past
+    /// net.core.rmem_max when running as root).
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub udp_recv_buffer: usize,
+}
+
+/// `--io-engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum IoEngine {
+    /// io_uring when the kernel allows it, else epoll.
+    Auto,
+    /// io_uring: completion-based, multishot receives into provided buffer rings.
+    Uring,
+    /// epoll: readiness-based, recvmmsg batches.
+    Epoll,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -195,6 +225,16 @@ pub struct Config {
     pub stats_interval: Option<Duration>,
     /// Worker threads.
     pub workers: usize,
+    /// `--max-connections`, per worker.
+    pub max_connections: usize,
+    /// `--frame-timeout`.
+    pub frame_timeout: Duration,
+    /// `--idle-timeout`; `None` when 0.
+    pub idle_timeout: Option<Duration>,
+    /// `--io-engine`.
+    pub io_engine: IoEngine,
+    /// `--udp-recv-buffer`.
+    pub udp_recv_buffer: usize,
 }
 
 /// A flag with a value that cannot work.
@@ -282,6 +322,12 @@ impl Config {
                 why: "must be at least the number of workers",
             });
         }
+        if args.udp_recv_buffer == 0 || args.udp_recv_buffer > i32::MAX as usize {
+            return Err(ConfigError::Range {
+                flag: "--udp-recv-buffer",
+                why: "must be between 1 and 2147483647",
+            });
+        }
         let stats_interval = seconds("--stats-interval", args.stats_interval)?;
         Ok(Config {
             bind_ip: args.bind_ip,
@@ -326,6 +372,12 @@ impl Config {
             shutdown_timeout: seconds("--shutdown-timeout", args.shutdown_timeout)?,
             stats_interval: (!stats_interval.is_zero()).then_some(stats_interval),
             workers,
+            max_connections: args.max_connections,
+            frame_timeout: seconds("--frame-timeout", args.frame_timeout)?,
+            idle_timeout: Some(seconds("--idle-timeout", args.idle_timeout)?)
+                .filter(|t| !t.is_zero()),
+            io_engine: args.io_engine,
+            udp_recv_buffer: args.udp_recv_buffer,
         })
     }
 }
@@ -460,6 +512,8 @@ mod tests {
         assert_eq!(c.event.message_type, "pystash");
         assert_eq!(c.event.host, "a");
         assert!(c.event.tags.is_empty());
+        assert_eq!(c.io_engine, IoEngine::Auto);
+        assert_eq!(c.udp_recv_buffer, 16 << 20);
         let args = Args::parse_from([
             "pystash",
             "--fqdn",

@@ -64,7 +64,19 @@ pub fn render(s: &Snapshot, engine: &str, workers: usize, out: &mut String) {
             s.congestion_pauses,
         ),
     ];
-    for (name, help, value) in counters {
+    let connections: [(&str, &str, u64); 2] = [
+        (
+            "pystash_connections_refused_total",
+            "Stream connections closed at accept: --max-connections reached.",
+            s.connections_refused,
+        ),
+        (
+            "pystash_connections_expired_total",
+            "Stream connections closed by --frame-timeout or --idle-timeout.",
+            s.connections_expired,
+        ),
+    ];
+    for (name, help, value) in counters.into_iter().chain(connections) {
         metric(out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
@@ -91,6 +103,7 @@ pub fn render(s: &Snapshot, engine: &str, workers: usize, out: &mut String) {
     for (reason, value) in [
         ("buffer_full", s.dropped_buffer_full),
         ("shutdown", s.dropped_shutdown),
+        ("kernel", s.dropped_kernel),
     ] {
         let _ = writeln!(
             out,

@@ -93,6 +93,9 @@ pub struct Stats {
     pub dropped_buffer_full: AtomicU64,
     /// Records dropped at shutdown because Redis could not take them in time.
     pub dropped_shutdown: AtomicU64,
+    /// Datagrams the kernel dropped before pystash could read them (its UDP receive buffer was
+    /// full), from `SO_RXQ_OVFL`.
+    pub dropped_kernel: AtomicU64,
     /// Records Redis acknowledged.
     pub pushed: AtomicU64,
     /// Error replies and connection failures.
@@ -107,6 +110,10 @@ pub struct Stats {
     pub bytes_received: AtomicU64,
     /// Bytes in the disk spool right now.
     pub spool_bytes: AtomicU64,
+    /// Stream connections closed at accept because `--max-connections` were open.
+    pub connections_refused: AtomicU64,
+    /// Stream connections closed by `--frame-timeout` or `--idle-timeout`.
+    pub connections_expired: AtomicU64,
     /// Time from writing a push to its reply.
     pub redis_rtt: Histogram,
 }
@@ -129,6 +136,7 @@ impl Stats {
             rejected: std::array::from_fn(|i| self.rejected[i].load(Relaxed)),
             dropped_buffer_full: self.dropped_buffer_full.load(Relaxed),
             dropped_shutdown: self.dropped_shutdown.load(Relaxed),
+            dropped_kernel: self.dropped_kernel.load(Relaxed),
             pushed: self.pushed.load(Relaxed),
             redis_errors: self.redis_errors.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
@@ -136,6 +144,8 @@ impl Stats {
             congestion_pauses: self.congestion_pauses.load(Relaxed),
             bytes_received: self.bytes_received.load(Relaxed),
             spool_bytes: self.spool_bytes.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            connections_expired: self.connections_expired.load(Relaxed),
             redis_rtt: self.redis_rtt.snapshot().0,
             redis_rtt_sum_us: self.redis_rtt.snapshot().1,
         }
@@ -153,6 +163,8 @@ pub struct Snapshot {
     pub dropped_buffer_full: u64,
     /// See [`Stats::dropped_shutdown`].
     pub dropped_shutdown: u64,
+    /// See [`Stats::dropped_kernel`].
+    pub dropped_kernel: u64,
     /// See [`Stats::pushed`].
     pub pushed: u64,
     /// See [`Stats::redis_errors`].
@@ -167,6 +179,10 @@ pub struct Snapshot {
     pub bytes_received: u64,
     /// See [`Stats::spool_bytes`].
     pub spool_bytes: u64,
+    /// See [`Stats::connections_refused`].
+    pub connections_refused: u64,
+    /// See [`Stats::connections_expired`].
+    pub connections_expired: u64,
     /// See [`Stats::redis_rtt`]: counts per bucket, not cumulative.
     pub redis_rtt: [u64; RTT_BUCKETS_US.len() + 1],
     /// Sum of the round trips, in microseconds.
@@ -182,6 +198,7 @@ impl Snapshot {
         }
         self.dropped_buffer_full += other.dropped_buffer_full;
         self.dropped_shutdown += other.dropped_shutdown;
+        self.dropped_kernel += other.dropped_kernel;
         self.pushed += other.pushed;
         self.redis_errors += other.redis_errors;
         self.reconnects += other.reconnects;
@@ -189,6 +206,8 @@ impl Snapshot {
         self.congestion_pauses += other.congestion_pauses;
         self.bytes_received += other.bytes_received;
         self.spool_bytes += other.spool_bytes;
+        self.connections_refused += other.connections_refused;
+        self.connections_expired += other.connections_expired;
         for (a, b) in self.redis_rtt.iter_mut().zip(other.redis_rtt) {
             *a += b;
         }
@@ -202,7 +221,7 @@ impl Snapshot {
 
     /// All drops.
     pub fn dropped_total(&self) -> u64 {
-        self.dropped_buffer_full + self.dropped_shutdown
+        self.dropped_buffer_full + self.dropped_shutdown + self.dropped_kernel
     }
 }
 
@@ -232,8 +251,17 @@ impl fmt::Display for Snapshot {
         if self.dropped_shutdown > 0 {
             write!(f, " dropped_shutdown={}", self.dropped_shutdown)?;
         }
+        if self.dropped_kernel > 0 {
+            write!(f, " dropped_kernel={}", self.dropped_kernel)?;
+        }
         if self.spool_bytes > 0 {
             write!(f, " spool_bytes={}", self.spool_bytes)?;
+        }
+        if self.connections_refused > 0 {
+            write!(f, " connections_refused={}", self.connections_refused)?;
+        }
+        if self.connections_expired > 0 {
+            write!(f, " connections_expired={}", self.connections_expired)?;
         }
         if self.congestion_pauses > 0 {
             write!(f, " congestion_pauses={}", self.congestion_pauses)?;

@@ -231,6 +231,15 @@ impl StreamFramer {
             return Err(FrameError::Truncated { missing });
         }
         self.scanned = 0;
+        // `decode_line` holds back up to the limit plus one byte waiting for `\n`.
+        if trim_line_end(buf).len() > self.max_frame_bytes {
+            let claimed = buf.len() as u64;
+            buf.clear();
+            return Err(FrameError::Oversized {
+                claimed,
+                limit: self.max_frame_bytes,
+            });
+        }
         let payload = buf.split();
         Ok(Some(Frame {
             kind: FrameKind::Line,
@@ -459,6 +468,26 @@ mod tests {
             run(b"{\"a\":1}", 3, 100),
             vec![Ok((FrameKind::Line, b"{\"a\":1}".to_vec()))]
         );
+    }
+
+    #[test]
+    fn unterminated_last_line_over_the_limit_is_refused() {
+        // Found by the `framing` fuzz target: one byte over the limit, then EOF.
+        assert!(matches!(
+            run(b"a", 1, 0).as_slice(),
+            [Err(FrameError::Oversized {
+                claimed: 1,
+                limit: 0
+            })]
+        ));
+        assert_eq!(
+            run(b"ab", 2, 2),
+            vec![Ok((FrameKind::Line, b"ab".to_vec()))]
+        );
+        assert!(matches!(
+            run(b"abc", 3, 2).as_slice(),
+            [Err(FrameError::Oversized { .. })]
+        ));
     }
 
     #[test]

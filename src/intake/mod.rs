@@ -6,7 +6,7 @@ pub mod framing;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use framing::{FrameError, FrameKind, StreamFramer};
@@ -116,7 +116,7 @@ impl Decoder {
 }
 
 /// A rejection reason is logged at most this often per worker.
-const REJECT_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Logs rejections at most once per interval and reason, with how many were not logged.
 #[derive(Debug, Default)]
@@ -126,16 +126,22 @@ struct RejectLog {
 }
 
 impl RejectLog {
-    fn note(&mut self, reason: Reject, peer: &str, detail: &dyn fmt::Display, now: Instant) {
+    fn note(
+        &mut self,
+        reason: Reject,
+        peer: &dyn fmt::Display,
+        detail: &dyn fmt::Display,
+        now: Instant,
+    ) {
         let i = reason as usize;
-        debug!(reason = reason.name(), peer, %detail, "rejected frame");
+        debug!(reason = reason.name(), %peer, %detail, "rejected frame");
         if self.last[i].is_some_and(|t| now.duration_since(t) < REJECT_LOG_INTERVAL) {
             self.unlogged[i] += 1;
             return;
         }
         warn!(
             reason = reason.name(),
-            peer,
+            %peer,
             also_rejected_since_last_report = self.unlogged[i],
             "rejected a frame: {detail}"
         );
@@ -152,16 +158,38 @@ pub struct StreamConn {
     /// Who sent them, for logs.
     pub peer: String,
     framer: StreamFramer,
+    /// When bytes last arrived.
+    last_read: Instant,
+    /// When a frame was last completed (or the connection opened).
+    last_frame: Instant,
 }
 
 impl StreamConn {
-    /// A new connection from `peer`.
-    pub fn new(peer: String, max_record_bytes: usize) -> Self {
+    /// A new connection from `peer`, opened at `now`.
+    pub fn new(peer: String, max_record_bytes: usize, now: Instant) -> Self {
         StreamConn {
             buf: BytesMut::new(),
             peer,
             framer: StreamFramer::new(max_record_bytes),
+            last_read: now,
+            last_frame: now,
         }
+    }
+
+    /// Whether the connection should be closed at `now`: a frame begun but not finished for
+    /// `frame_timeout` (a slow or stuck sender), or nothing received for `idle_timeout`.
+    ///
+    /// An idle timeout costs CPython's `SocketHandler` the record it sends on the closed
+    /// connection (its next `sendall` still succeeds), which is why it is off by default.
+    pub fn expired(
+        &self,
+        now: Instant,
+        frame_timeout: Duration,
+        idle_timeout: Option<Duration>,
+    ) -> bool {
+        let stalled = !self.buf.is_empty() && now.duration_since(self.last_frame) >= frame_timeout;
+        let idle = idle_timeout.is_some_and(|t| now.duration_since(self.last_read) >= t);
+        stalled || idle
     }
 }
 
@@ -207,11 +235,24 @@ impl Intake {
             return;
         }
         match framing::decode_datagram(datagram, self.max_record_bytes) {
-            Ok((kind, range)) => {
-                self.take_frame(kind, &mut datagram[range], &peer.to_string(), pipeline, now)
-            }
-            Err(err) => self.reject(err, &peer.to_string(), now),
+            Ok((kind, range)) => self.take_frame(kind, &mut datagram[range], peer, pipeline, now),
+            Err(err) => self.reject(err, peer, now),
         }
+    }
+
+    /// Counts a datagram the engine could not read whole (`MSG_TRUNC`: larger than the room it
+    /// had for one, `size` bytes) as an oversized frame.
+    pub fn handle_truncated_datagram(
+        &mut self,
+        size: usize,
+        peer: &dyn fmt::Display,
+        now: Instant,
+    ) {
+        let err = FrameError::Oversized {
+            claimed: size as u64,
+            limit: self.max_record_bytes,
+        };
+        self.reject(err, peer, now);
     }
 
     /// Frames and decodes what `conn` has buffered, while the pipeline has room. Returns
@@ -222,16 +263,24 @@ impl Intake {
         pipeline: &mut Pipeline,
         now: Instant,
     ) -> bool {
+        conn.last_read = now;
         loop {
             if pipeline.is_full() {
                 return false;
             }
             match conn.framer.decode(&mut conn.buf) {
                 Ok(Some(mut frame)) => {
-                    self.take_frame(frame.kind, &mut frame.payload, &conn.peer, pipeline, now)
+                    conn.last_frame = now;
+                    self.take_frame(
+                        frame.kind,
+                        &mut frame.payload,
+                        &conn.peer as &dyn fmt::Display,
+                        pipeline,
+                        now,
+                    )
                 }
                 Ok(None) => return true,
-                Err(err) => self.reject(err, &conn.peer, now),
+                Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
             }
         }
     }
@@ -246,19 +295,59 @@ impl Intake {
     ) {
         loop {
             match conn.framer.decode(&mut conn.buf) {
-                Ok(Some(mut frame)) => {
-                    self.take_frame(frame.kind, &mut frame.payload, &conn.peer, pipeline, now)
-                }
+                Ok(Some(mut frame)) => self.take_frame(
+                    frame.kind,
+                    &mut frame.payload,
+                    &conn.peer as &dyn fmt::Display,
+                    pipeline,
+                    now,
+                ),
                 Ok(None) => break,
-                Err(err) => self.reject(err, &conn.peer, now),
+                Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
             }
         }
         match conn.framer.finish(&mut conn.buf) {
-            Ok(Some(mut frame)) => {
-                self.take_frame(frame.kind, &mut frame.payload, &conn.peer, pipeline, now)
-            }
+            Ok(Some(mut frame)) => self.take_frame(
+                frame.kind,
+                &mut frame.payload,
+                &conn.peer as &dyn fmt::Display,
+                pipeline,
+                now,
+            ),
             Ok(None) => {}
-            Err(err) => self.reject(err, &conn.peer, now),
+            Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
+        }
+    }
+
+    /// The proxy is closing `conn` (it stalled or idled): complete frames are taken, and a
+    /// frame or line left unfinished is counted as truncated, never delivered.
+    pub fn handle_stream_abort(
+        &mut self,
+        conn: &mut StreamConn,
+        pipeline: &mut Pipeline,
+        now: Instant,
+    ) {
+        loop {
+            match conn.framer.decode(&mut conn.buf) {
+                Ok(Some(mut frame)) => self.take_frame(
+                    frame.kind,
+                    &mut frame.payload,
+                    &conn.peer as &dyn fmt::Display,
+                    pipeline,
+                    now,
+                ),
+                Ok(None) => break,
+                Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
+            }
+        }
+        if !conn.buf.is_empty() {
+            let missing = 0;
+            conn.buf.clear();
+            self.reject(
+                FrameError::Truncated { missing },
+                &conn.peer as &dyn fmt::Display,
+                now,
+            );
         }
     }
 
@@ -266,7 +355,7 @@ impl Intake {
         &mut self,
         kind: FrameKind,
         payload: &mut [u8],
-        peer: &str,
+        peer: &dyn fmt::Display,
         pipeline: &mut Pipeline,
         now: Instant,
     ) {
@@ -289,7 +378,7 @@ impl Intake {
         }
     }
 
-    fn reject(&mut self, err: FrameError, peer: &str, now: Instant) {
+    fn reject(&mut self, err: FrameError, peer: &dyn fmt::Display, now: Instant) {
         Stats::add(&self.stats.received, 1);
         let reason = Reject::from(err);
         self.stats.reject(reason);

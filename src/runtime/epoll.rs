@@ -1,6 +1,7 @@
 //! The readiness-based engine (epoll through mio): one thread per worker owning its UDP socket,
 //! TCP and unix listeners, their connections and its Redis connection. Reads are batched per
-//! wakeup, so under load each wakeup turns many records into one push.
+//! wakeup (`recvmmsg` for datagrams, large reads for streams), and under load the loop holds off
+//! its next wait a little ([`BatchWait`]) so that each wakeup finds many records.
 
 use std::collections::VecDeque;
 use std::io;
@@ -16,7 +17,9 @@ use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
-use super::Listeners;
+use super::batch::BatchWait;
+use super::udp::{self, DatagramBatch, KernelDrops};
+use super::{ConnGuard, Listeners};
 use crate::config::Config;
 use crate::intake::{Intake, StreamConn};
 use crate::redis::sink::Sink;
@@ -35,8 +38,6 @@ const UDP_BUDGET: usize = 1024;
 const STREAM_BUDGET: usize = 1 << 20;
 /// Read size for streams.
 const READ_CHUNK: usize = 64 * 1024;
-/// Largest UDP payload, plus one byte to notice truncation.
-const DATAGRAM_BUF: usize = 65_536;
 
 enum Stream {
     Tcp(TcpStream),
@@ -91,12 +92,16 @@ pub struct Worker {
     ready: VecDeque<usize>,
     udp_ready: bool,
     intake: Intake,
-    datagram: Vec<u8>,
+    datagrams: DatagramBatch,
+    drops: KernelDrops,
+    batch_wait: BatchWait,
+    last_meminfo: Instant,
     max_record_bytes: usize,
     sink: Sink,
     stats: Arc<Stats>,
     shutdown: Arc<AtomicBool>,
     shutdown_timeout: Duration,
+    guard: ConnGuard,
 }
 
 impl Worker {
@@ -133,6 +138,7 @@ impl Worker {
             Instant::now(),
         );
         sink.session().set_max_queue_length(config.max_queue_length);
+        let guard = ConnGuard::new(config, Arc::clone(&stats), Instant::now());
         Ok(Worker {
             id,
             poll,
@@ -148,12 +154,16 @@ impl Worker {
                 config.max_record_bytes,
                 Arc::clone(&stats),
             ),
-            datagram: vec![0; DATAGRAM_BUF + 1],
+            datagrams: DatagramBatch::new(),
+            drops: KernelDrops::new(Arc::clone(&stats)),
+            batch_wait: BatchWait::default(),
+            last_meminfo: Instant::now(),
             max_record_bytes: config.max_record_bytes,
             sink,
             stats,
             shutdown,
             shutdown_timeout: config.shutdown_timeout,
+            guard,
         })
     }
 
@@ -166,16 +176,30 @@ impl Worker {
     pub fn run(mut self) {
         let _span = tracing::info_span!("worker", id = self.id).entered();
         let mut events = Events::with_capacity(1024);
+        let mut took = 0;
+        let mut turn = Instant::now();
         loop {
             let now = Instant::now();
             let busy =
                 self.udp_ready || (!self.ready.is_empty() && !self.sink.pipeline_ref().is_full());
+            let hold = self.batch_wait.handle_turn(took, turn);
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                self.sink
+                if hold > Duration::ZERO {
+                    // Records are arriving fast: let a batch gather in the kernel rather than
+                    // wake for each one.
+                    let until = self
+                        .sink
+                        .deadline()
+                        .map_or(hold, |d| d.saturating_duration_since(now).min(hold));
+                    std::thread::sleep(until);
+                }
+                let deadline = self
+                    .sink
                     .deadline()
-                    .map(|d| d.saturating_duration_since(now))
+                    .map_or(self.guard.deadline(), |d| d.min(self.guard.deadline()));
+                Some(deadline.saturating_duration_since(Instant::now()))
             };
             if let Err(err) = self.poll.poll(&mut events, timeout) {
                 if err.kind() != io::ErrorKind::Interrupted {
@@ -184,6 +208,8 @@ impl Worker {
                 continue;
             }
             let now = Instant::now();
+            turn = now;
+            let before = self.stats.received.load(Ordering::Relaxed);
             for event in events.iter() {
                 match event.token() {
                     UDP => self.udp_ready = true,
@@ -200,8 +226,24 @@ impl Worker {
             self.read_streams(now);
             self.sink.poll(self.poll.registry(), now);
             self.update_gauge();
+            took = (self.stats.received.load(Ordering::Relaxed) - before) as usize;
+            if now.duration_since(self.last_meminfo) >= Duration::from_secs(1) {
+                self.check_kernel_drops(now);
+            }
+            if self.guard.sweep_due(now) {
+                self.sweep(now);
+            }
         }
         self.finish();
+    }
+
+    fn check_kernel_drops(&mut self, now: Instant) {
+        self.last_meminfo = now;
+        if let Some(udp) = &self.udp {
+            if let Some(counter) = udp::meminfo_drops(udp.as_raw_fd()) {
+                self.drops.observe(counter);
+            }
+        }
     }
 
     fn update_gauge(&self) {
@@ -244,11 +286,15 @@ impl Worker {
                     return;
                 }
             };
+            let now = Instant::now();
+            if !self.guard.admit(self.conns.len(), now) {
+                continue;
+            }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             let mut conn = Conn {
                 stream,
-                intake: StreamConn::new(peer, self.max_record_bytes),
+                intake: StreamConn::new(peer, self.max_record_bytes, now),
                 queued: true,
             };
             if let Err(err) = self.poll.registry().register(
@@ -274,24 +320,44 @@ impl Worker {
             self.udp_ready = false;
             return;
         };
-        let mut datagram = std::mem::take(&mut self.datagram);
-        for _ in 0..UDP_BUDGET {
-            let (len, peer) = match udp.recv_from(&mut datagram) {
-                Ok(got) => got,
+        let fd = udp.as_raw_fd();
+        let mut taken = 0;
+        while taken < UDP_BUDGET {
+            let n = match self.datagrams.read(fd) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.udp_ready = false;
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) => {
+                    // An ICMP error queued on the socket, say: reported once, then reading goes on.
                     debug!(worker = self.id, %err, "udp receive error");
                     continue;
                 }
             };
-            self.intake
-                .handle_datagram(&mut datagram[..len], &peer, self.sink.pipeline(), now);
+            taken += n;
+            for i in 0..n {
+                let Some(d) = self.datagrams.get(i) else {
+                    break;
+                };
+                if let Some(counter) = d.drops {
+                    self.drops.observe(counter);
+                }
+                if d.truncated {
+                    self.intake
+                        .handle_truncated_datagram(d.payload.len(), &d.peer, now);
+                } else {
+                    self.intake
+                        .handle_datagram(d.payload, &d.peer, self.sink.pipeline(), now);
+                }
+            }
+            if n < udp::BATCH {
+                // A partial batch: the socket is (almost certainly) empty; epoll says when not.
+                self.udp_ready = false;
+                break;
+            }
         }
-        self.datagram = datagram;
         self.udp = Some(udp);
     }
 
@@ -354,6 +420,23 @@ impl Worker {
         }
     }
 
+    /// Closes the connections that stalled mid-frame or idled past the limits.
+    fn sweep(&mut self, now: Instant) {
+        let expired: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| self.guard.expired(&c.intake, now))
+            .map(|(k, _)| k)
+            .collect();
+        for key in expired {
+            if let Some(conn) = self.conns.get_mut(key) {
+                self.intake
+                    .handle_stream_abort(&mut conn.intake, self.sink.pipeline(), now);
+            }
+            self.close(key);
+        }
+    }
+
     fn close(&mut self, key: usize) {
         if self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
@@ -374,8 +457,16 @@ impl Worker {
         }
         self.sink.pipeline().set_capacity(usize::MAX);
         let now = Instant::now();
-        self.udp_ready = true;
-        self.read_udp(now);
+        // Everything the socket holds, however much (the budget is for sharing the loop).
+        loop {
+            self.udp_ready = true;
+            let before = self.stats.received.load(Ordering::Relaxed);
+            self.read_udp(now);
+            if self.stats.received.load(Ordering::Relaxed) == before {
+                break;
+            }
+        }
+        self.check_kernel_drops(now);
         self.udp = None;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {

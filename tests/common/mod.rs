@@ -488,6 +488,12 @@ impl Pystash {
             all.extend(["--redis-host".into(), LOCALHOST.into()]);
             all.extend(["--redis-port".into(), redis_port.to_string()]);
         }
+        // `PYSTASH_TEST_ENGINE=uring|epoll` runs every test against one engine.
+        if !args.contains(&"--io-engine") {
+            if let Ok(engine) = std::env::var("PYSTASH_TEST_ENGINE") {
+                all.extend(["--io-engine".into(), engine]);
+            }
+        }
         all.extend(args.iter().map(|s| s.to_string()));
         let mut child = Command::new(env!("CARGO_BIN_EXE_pystash"))
             .args(&all)
