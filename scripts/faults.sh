@@ -30,6 +30,7 @@
 #
 # Variables: RATE (per transport, default 100k), DURATION (seconds of load, 12), FAULT_AT (2),
 # KILL_SECS (5), STOP_SECS (10), SIZE (record bytes, default 300: the smallest records),
+# ENGINE (pystash --io-engine; default: pystash's own choice),
 # OUT (default target/faults/DATE), SKIP_BUILD=1.
 # Needs redis-server, redis-cli, curl and jq. Every process started here is stopped by its PID
 # on exit; each generator is killed if it runs past LOAD_TIMEOUT (90 s).
@@ -59,6 +60,8 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 # After the uring merge pystash counts kernel UDP drops itself (dropped_kernel, in `dropped`).
 if "$PYSTASH" --help | grep -q -- --io-engine; then KERNEL_COUNTED=1; else KERNEL_COUNTED=0; fi
+ENGINE_FLAG=()
+if [ -n "${ENGINE:-}" ]; then ENGINE_FLAG=(--io-engine "$ENGINE"); fi
 
 free_port() {
   local p
@@ -109,7 +112,7 @@ start_redis() { # DIR [more redis-server flags]
 start_pystash() { # LOG
   "$PYSTASH" --bind-ip 127.0.0.1 --tcp-port "$TCP_PORT" --udp-port "$UDP_PORT" \
     --redis-host 127.0.0.1 --redis-port "$REDIS_PORT" --stats-interval 0 \
-    --metrics "127.0.0.1:$METRICS_PORT" --shutdown-timeout 30 "${PYSTASH_FLAGS[@]}" 2>>"$1" &
+    --metrics "127.0.0.1:$METRICS_PORT" --shutdown-timeout 30 "${ENGINE_FLAG[@]}" "${PYSTASH_FLAGS[@]}" 2>>"$1" &
   PYSTASH_PID=$!
   wait_port "$TCP_PORT" "$PYSTASH_PID" || { echo "pystash did not start" >&2; return 1; }
 }
@@ -123,7 +126,7 @@ term_pystash() {
 }
 
 metric() { # NAME (with labels): value from the metrics endpoint
-  curl -s --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" |
+  { curl -s --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" || true; } |
     awk -v n="$1" '$1 == n { print $2; found = 1 } END { if (!found) print 0 }'
 }
 
@@ -200,6 +203,8 @@ run_scenario() {
   # proxy-kill: Redis is down from the start (the consumer waits for it).
   [ "$name" = proxy-kill ] || start_redis "$dir/redis" "${aof[@]}"
   start_pystash "$dir/pystash.log"
+  ENGINE_SEEN=$({ curl -s --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" || true; } |
+    sed -n 's/^pystash_info{engine="\([a-z_]*\)".*/\1/p')
   start_load "$dir"
   sleep "$FAULT_AT"
 
@@ -302,7 +307,12 @@ run_scenario() {
   dropped2=$(($(stat "$s2" dropped_buffer_full) + $(stat "$s2" dropped_shutdown) + $(stat "$s2" rejected)))
   # Everything pystash counted as lost on the UDP side.
   counted_udp=$(($(stat "$s2" dropped) + $(stat "$s2" rejected)))
-  [ "$KERNEL_COUNTED" = 1 ] || counted_udp=$((counted_udp + drops_k))
+  local kernel_note="kernel (/proc/net/udp) $drops_k"
+  if [ "$KERNEL_COUNTED" = 1 ]; then
+    kernel_note="dropped_kernel $(stat "$s2" dropped_kernel), /proc/net/udp $drops_k"
+  else
+    counted_udp=$((counted_udp + drops_k))
+  fi
 
   case $name in
     redis-*)
@@ -312,7 +322,7 @@ run_scenario() {
       case $note in *left*|*held*|*exited*|*replies*) tv=FAIL uv=FAIL ;; esac
       row "$name" tcp "$t_sent" - "$t_del" "$t_lost" "$t_dup" 0 "$tv" "$note"
       row "$name" udp "$u_sent" - "$u_del" "$u_lost" "$u_dup" \
-        "$counted_udp" "$uv" "dropped $(stat "$s2" dropped), kernel $drops_k"
+        "$counted_udp" "$uv" "dropped $(stat "$s2" dropped): $kernel_note"
       ;;
     proxy-*)
       # Accepted records: what each pystash received, less what it counted as dropped or
@@ -323,7 +333,7 @@ run_scenario() {
       { [ "$lost" -ge 0 ] && [ "$lost" -le "$window" ]; } || v=FAIL
       case $note in *left*|*held*|*exited*|*replies*|*dropped_shutdown*) v=FAIL ;; esac
       row "$name" tcp "$t_sent" - "$t_del" "$((t_sent - t_del))" "$t_dup" - - "not received: kernel-held or sent to a dead proxy"
-      row "$name" udp "$u_sent" - "$u_del" "$((u_sent - u_del))" "$u_dup" "$drops_k" - "kernel drops $drops_k"
+      row "$name" udp "$u_sent" - "$u_del" "$((u_sent - u_del))" "$u_dup" "$drops_k" - "$kernel_note (both runs for /proc)"
       row "$name" "all vs received" "$((t_sent + u_sent))" "$recv" "$delivered" "$lost" \
         "$((t_dup + u_dup))" "$((dropped1 + dropped2)) (+ window $window)" "$v" "$note"
       ;;
@@ -340,7 +350,7 @@ done
 
 {
   echo
-  echo "Fault tests: $RATE records/s over TCP and over UDP for ${DURATION}s, fault at ${FAULT_AT}s ($((SECONDS - started)) s)"
+  echo "Fault tests: $RATE records/s over TCP and over UDP for ${DURATION}s, fault at ${FAULT_AT}s, pystash engine ${ENGINE_SEEN:-?} ($((SECONDS - started)) s)"
   echo
   echo "| scenario | transport | sent | received | delivered | lost | dup | counted drops | verdict | notes |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|---|---|"
