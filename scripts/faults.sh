@@ -203,12 +203,11 @@ run_scenario() {
   # proxy-kill: Redis is down from the start (the consumer waits for it).
   [ "$name" = proxy-kill ] || start_redis "$dir/redis" "${aof[@]}"
   start_pystash "$dir/pystash.log"
-  ENGINE_SEEN=$({ curl -s --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" || true; } |
-    sed -n 's/^pystash_info{engine="\([a-z_]*\)".*/\1/p')
+  ENGINE_SEEN=$(sed -n 's/.*pystash listening.* engine="\([a-z_]*\)".*/\1/p' "$dir/pystash.log" | head -1)
   start_load "$dir"
   sleep "$FAULT_AT"
 
-  local drops_k=0 recv1=0 dropped1=0 window=0 window0=0 s1="" note=""
+  local drops_k=0 recv1=0 dropped1=0 kernel1=0 window=0 window0=0 s1="" note=""
   case $name in
     redis-kill*)
       kill -KILL "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
@@ -230,7 +229,8 @@ run_scenario() {
       [ "$PYSTASH_STATUS" = 0 ] || note="first pystash exited $PYSTASH_STATUS; "
       [ "$(stat "$s1" dropped_shutdown)" = 0 ] || note+="dropped_shutdown=$(stat "$s1" dropped_shutdown); "
       recv1=$(stat "$s1" received)
-      dropped1=$(($(stat "$s1" dropped_buffer_full) + $(stat "$s1" dropped_shutdown) + $(stat "$s1" rejected)))
+      dropped1=$(($(stat "$s1" dropped) + $(stat "$s1" rejected)))
+      kernel1=$(stat "$s1" dropped_kernel)
       echo "--- restart" >>"$dir/pystash.log"
       start_pystash "$dir/pystash.log"
       ;;
@@ -255,8 +255,11 @@ run_scenario() {
       window=$(metric pystash_records_buffered)
       # With Redis down from the start nothing may be held only in memory.
       if [ "$name" = proxy-kill ]; then window=0; fi
-      dropped1=$(($(metric 'pystash_records_dropped_total{reason="buffer_full"}') +
-        $(metric 'pystash_records_dropped_total{reason="shutdown"}')))
+      dropped1=0
+      for r in buffer_full shutdown kernel; do
+        dropped1=$((dropped1 + $(metric "pystash_records_dropped_total{reason=\"$r\"}")))
+      done
+      kernel1=$(metric 'pystash_records_dropped_total{reason="kernel"}')
       for r in oversized bad_length bad_pickle bad_utf8 not_a_record truncated; do
         dropped1=$((dropped1 + $(metric "pystash_records_rejected_total{reason=\"$r\"}")))
       done
@@ -304,7 +307,7 @@ run_scenario() {
 
   local received2 dropped2 counted_udp
   received2=$(stat "$s2" received)
-  dropped2=$(($(stat "$s2" dropped_buffer_full) + $(stat "$s2" dropped_shutdown) + $(stat "$s2" rejected)))
+  dropped2=$(($(stat "$s2" dropped) + $(stat "$s2" rejected)))
   # Everything pystash counted as lost on the UDP side.
   counted_udp=$(($(stat "$s2" dropped) + $(stat "$s2" rejected)))
   local kernel_note="kernel (/proc/net/udp) $drops_k"
@@ -326,14 +329,15 @@ run_scenario() {
       ;;
     proxy-*)
       # Accepted records: what each pystash received, less what it counted as dropped or
-      # rejected; all must arrive, but for the in-memory window of a SIGKILLed one.
+      # rejected; all must arrive, but for the in-memory window of a SIGKILLed one. (Since
+      # dropped_kernel, `received` counts the kernel's drops too, and `dropped` takes them out.)
       local recv=$((recv1 + received2)) accepted=$((recv1 - dropped1 + received2 - dropped2))
       local delivered=$((t_del + u_del)) lost v=PASS
       lost=$((accepted - delivered))
       { [ "$lost" -ge 0 ] && [ "$lost" -le "$window" ]; } || v=FAIL
       case $note in *left*|*held*|*exited*|*replies*|*dropped_shutdown*) v=FAIL ;; esac
       row "$name" tcp "$t_sent" - "$t_del" "$((t_sent - t_del))" "$t_dup" - - "not received: kernel-held or sent to a dead proxy"
-      row "$name" udp "$u_sent" - "$u_del" "$((u_sent - u_del))" "$u_dup" "$drops_k" - "$kernel_note (both runs for /proc)"
+      row "$name" udp "$u_sent" - "$u_del" "$((u_sent - u_del))" "$u_dup" "$drops_k" - "dropped_kernel $kernel1 + $(stat "$s2" dropped_kernel), /proc/net/udp $drops_k"
       row "$name" "all vs received" "$((t_sent + u_sent))" "$recv" "$delivered" "$lost" \
         "$((t_dup + u_dup))" "$((dropped1 + dropped2)) (+ window $window)" "$v" "$note"
       ;;
