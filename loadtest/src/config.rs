@@ -120,7 +120,9 @@ pub struct RunArgs {
     /// The Redis list.
     #[arg(long, default_value = "logstash")]
     pub queue: String,
-    /// How to pop: LRANGE+LTRIM batches in MULTI, or BLPOP (one event per round trip).
+    /// How to pop: LRANGE+LTRIM batches in MULTI, BLPOP (one event per round trip), or
+    /// exact (LRANGE, then LTRIM with a counter: nothing lost or counted twice when Redis dies
+    /// mid-pop; one consumer per list, a producer that appends).
     #[arg(long, value_enum, default_value = "lrange")]
     pub consume: PopMode,
     /// Events per LRANGE (Logstash's batch_count; its default is 125).
@@ -136,6 +138,14 @@ pub struct RunArgs {
     /// After sending, wait this long at most for the remaining events.
     #[arg(long, default_value = "10s")]
     pub drain_timeout: String,
+    /// Start even when Redis is not there yet: the consumer connects once it is (a fault test
+    /// may start Redis later).
+    #[arg(long, conflicts_with = "flush_queue")]
+    pub wait_redis: bool,
+    /// After sending, stop waiting once nothing arrived for this long (lossy runs otherwise
+    /// wait the whole drain timeout).
+    #[arg(long)]
+    pub quiet_drain: Option<String>,
     /// Write `LABEL.json`, `LABEL.hgrm`, `LABEL.uncorrected.hgrm` and `LABEL.svg` here.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -190,6 +200,10 @@ pub struct RunConfig {
     pub flush_queue: bool,
     /// Drain wait.
     pub drain_timeout: Duration,
+    /// Stop draining after this long without an event.
+    pub quiet_drain: Option<Duration>,
+    /// Redis may come up after the start.
+    pub wait_redis: bool,
     /// Output directory.
     pub out: Option<PathBuf>,
     /// Run name.
@@ -371,6 +385,13 @@ impl RunConfig {
             pop_batch: a.pop_batch,
             flush_queue: a.flush_queue,
             drain_timeout: parse_duration(&a.drain_timeout).context("--drain-timeout")?,
+            wait_redis: a.wait_redis,
+            quiet_drain: a
+                .quiet_drain
+                .as_deref()
+                .map(parse_duration)
+                .transpose()
+                .context("--quiet-drain")?,
             out: a.out,
             label: file_safe(&label),
             json: a.json,

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use crate::config::RunConfig;
-use crate::consume::{ConsumeError, Consumer, Pop, PopMode, Tally};
+use crate::consume::{ConsumeError, Consumer, Pop, PopMode};
 use crate::dist::Rng;
 use crate::hist::{self, Latency, Percentiles};
 use crate::plot::{self, Series};
 use crate::record::RecordGen;
 use crate::send::{Plan, SendStats, Sender};
-use crate::summary::{RunInfo, Summary};
+use crate::summary::{OtherRunCounts, RunInfo, Summary};
 use crate::track::Tracker;
 use crate::Clock;
 
@@ -61,21 +61,65 @@ struct Live {
     last_delivery_ns: AtomicU64,
 }
 
+/// When the consumer stops after sending ended.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    /// At the latest this long after sending ended.
+    timeout: Duration,
+    /// Once nothing arrived for this long (sending's end counts as an arrival).
+    quiet: Option<Duration>,
+}
+
+/// How long the list must stay empty, once this run's records are all in, before records of
+/// other runs (a second generator on the same list) are taken as all in too.
+const OTHERS_QUIET: Duration = Duration::from_secs(1);
+/// Backoff between attempts while Redis is away.
+const RETRY_MIN: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
 fn consume_loop(
     mut consumer: Consumer,
     live: &Live,
     stats: &SendStats,
     clock: Clock,
-    drain: Duration,
+    drain: Drain,
     mode: PopMode,
-) -> (Tally, Option<ConsumeError>) {
+) -> (Consumer, Option<ConsumeError>) {
     let mut deadline = None;
     let mut delivered = 0;
+    let mut last_event = Instant::now();
+    let mut backoff = RETRY_MIN;
     loop {
+        if deadline.is_none() && live.sending_done.load(Ordering::Acquire) {
+            let now = Instant::now();
+            deadline = Some(now + drain.timeout);
+            consumer.give_up_at(now + drain.timeout);
+            last_event = now;
+        }
         let n = match consumer.poll() {
-            Ok(n) => n,
-            Err(e) => return (consumer.tally, Some(e)),
+            Ok(n) => {
+                backoff = RETRY_MIN;
+                n
+            }
+            Err(e) if e.is_transient() => {
+                // Redis went away or is loading: try again until the drain deadline. Time
+                // without Redis is not quiet time: the records may be waiting in the proxy.
+                last_event = Instant::now();
+                let left = deadline.map_or(backoff, |d: Instant| {
+                    d.saturating_duration_since(Instant::now())
+                });
+                if left.is_zero() {
+                    return (consumer, Some(e));
+                }
+                thread::sleep(backoff.min(left));
+                backoff = (backoff * 2).min(RETRY_MAX);
+                continue;
+            }
+            Err(e) => return (consumer, Some(e)),
         };
+        if n > 0 {
+            last_event = Instant::now();
+        }
         let d = consumer.tally.tracker.delivered();
         if d > delivered {
             delivered = d;
@@ -85,13 +129,18 @@ fn consume_loop(
             live.last_latency_ns
                 .store(consumer.tally.last_latency_ns, Ordering::Relaxed);
         }
-        if live.sending_done.load(Ordering::Acquire) {
-            let deadline = *deadline.get_or_insert_with(|| Instant::now() + drain);
-            if delivered >= stats.total() || Instant::now() >= deadline {
-                return (consumer.tally, None);
+        if let Some(deadline) = deadline {
+            let quiet_for = last_event.elapsed();
+            let others_in = consumer.tally.others.is_empty()
+                || quiet_for >= drain.quiet.unwrap_or(OTHERS_QUIET);
+            if (delivered >= stats.total() && others_in)
+                || drain.quiet.is_some_and(|q| quiet_for >= q)
+                || Instant::now() >= deadline
+            {
+                return (consumer, None);
             }
         }
-        if n == 0 && mode == PopMode::Lrange {
+        if n == 0 && mode != PopMode::Blpop {
             thread::sleep(EMPTY_SLEEP);
         }
     }
@@ -179,10 +228,18 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
                 batch: cfg.pop_batch,
                 block: BLPOP_BLOCK,
             };
-            let c = Consumer::connect(&pop, run, cfg.streams as u32, clock)
-                .with_context(|| format!("connecting to Redis at {redis}"))?;
+            let c = if cfg.wait_redis {
+                Consumer::new(&pop, run, cfg.streams as u32, clock)
+            } else {
+                Consumer::connect(&pop, run, cfg.streams as u32, clock)
+                    .with_context(|| format!("connecting to Redis at {redis}"))?
+            };
             let (live, stats) = (live.clone(), stats.clone());
-            let (drain, mode) = (cfg.drain_timeout, cfg.consume);
+            let drain = Drain {
+                timeout: cfg.drain_timeout,
+                quiet: cfg.quiet_drain,
+            };
+            let mode = cfg.consume;
             Some(
                 thread::Builder::new()
                     .name("consumer".into())
@@ -254,7 +311,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
         .max(send_start_ns);
     live.sending_done.store(true, Ordering::Release);
 
-    let tally = match consumer {
+    let consumer = match consumer {
         None => None,
         Some(c) => {
             while !c.is_finished() {
@@ -262,11 +319,12 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
                 progress.tick(&stats, &live, true);
             }
             match c.join() {
-                Ok((tally, err)) => {
+                Ok((mut consumer, err)) => {
                     if let Some(e) = err {
                         errors.push(format!("consumer: {e}"));
                     }
-                    Some(tally)
+                    consumer.finish();
+                    Some(consumer)
                 }
                 Err(_) => {
                     errors.push("consumer panicked".into());
@@ -280,7 +338,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
         cfg,
         run,
         &stats,
-        tally.as_ref(),
+        consumer.as_ref(),
         errors,
         send_start_ns,
         send_end_ns,
@@ -288,7 +346,7 @@ pub fn run(cfg: &RunConfig, stop: Arc<AtomicBool>) -> anyhow::Result<Outcome> {
     );
     Ok(Outcome {
         summary,
-        latency: tally.map(|t| t.latency),
+        latency: consumer.map(|c| c.tally.latency),
     })
 }
 
@@ -305,7 +363,7 @@ fn summarize(
     cfg: &RunConfig,
     run: u32,
     stats: &SendStats,
-    tally: Option<&Tally>,
+    consumer: Option<&Consumer>,
     errors: Vec<String>,
     send_start_ns: u64,
     send_end_ns: u64,
@@ -317,6 +375,7 @@ fn summarize(
         .map(|s| s.load(Ordering::Relaxed))
         .collect();
     let sent: u64 = sent_per_stream.iter().sum();
+    let tally = consumer.map(|c| &c.tally);
     let bytes = stats.bytes.load(Ordering::Relaxed);
     let send_seconds = send_end_ns.saturating_sub(send_start_ns) as f64 / 1e9;
     let empty = Tracker::new(cfg.streams as u32);
@@ -359,6 +418,20 @@ fn summarize(
         duplicates: streams.iter().map(|s| s.duplicates).sum(),
         reordered: streams.iter().map(|s| s.reordered).sum(),
         foreign: tracker.foreign(),
+        other_runs: tally.map_or_else(Vec::new, |t| {
+            t.others
+                .iter()
+                .map(|o| OtherRunCounts {
+                    run_id: o.run,
+                    streams: o.tracker.streams(),
+                    delivered: o.tracker.delivered(),
+                    duplicates: o.tracker.duplicates(),
+                    reordered: o.tracker.reordered(),
+                })
+                .collect()
+        }),
+        consumer_reconnects: consumer.map_or(0, |c| c.reconnects),
+        uncertain_pops: consumer.map_or(0, |c| c.uncertain_pops),
         consumed: tally.is_some(),
         bytes_sent: bytes,
         mean_record_bytes: if sent > 0 {

@@ -36,6 +36,22 @@ pub struct RunInfo {
     pub pop_batch: usize,
 }
 
+/// Another run's records, as this run's consumer saw them.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, Default, PartialEq, Eq)]
+#[serde(default)]
+pub struct OtherRunCounts {
+    /// Its run id (`run_id` in its own summary).
+    pub run_id: u32,
+    /// Streams seen (the highest stream id, plus one).
+    pub streams: usize,
+    /// Distinct records delivered.
+    pub delivered: u64,
+    /// Deliveries of records already delivered.
+    pub duplicates: u64,
+    /// Records delivered after a later one of the same stream.
+    pub reordered: u64,
+}
+
 /// The result of one run.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -62,6 +78,14 @@ pub struct Summary {
     pub reordered: u64,
     /// Events popped that were not this run's.
     pub foreign: u64,
+    /// Records of other runs among the foreign events (a second generator sending to the
+    /// same proxy with `--no-consume`), tracked by stream and sequence like this run's.
+    pub other_runs: Vec<OtherRunCounts>,
+    /// Times the consumer connected again after losing Redis.
+    pub consumer_reconnects: u64,
+    /// Atomic pops (`lrange`, `blpop`) whose reply was lost with the connection: each may have
+    /// removed up to `pop_batch` events unseen, so loss may be overstated (`exact` has none).
+    pub uncertain_pops: u64,
     /// Whether Redis was read.
     pub consumed: bool,
     /// Bytes handed to the kernel.
@@ -171,6 +195,26 @@ impl fmt::Display for Summary {
                 self.reordered,
                 self.foreign
             )?;
+            for o in &self.other_runs {
+                writeln!(
+                    f,
+                    "  of which run {}: delivered {} on {} stream(s), duplicates {}, reordered {}",
+                    o.run_id, o.delivered, o.streams, o.duplicates, o.reordered
+                )?;
+            }
+            if self.consumer_reconnects > 0 || self.uncertain_pops > 0 {
+                writeln!(
+                    f,
+                    "  consumer reconnected {} time(s); {} pop(s) lost their reply{}",
+                    self.consumer_reconnects,
+                    self.uncertain_pops,
+                    if self.uncertain_pops > 0 {
+                        " (their events may count as lost: use --consume exact)"
+                    } else {
+                        ""
+                    }
+                )?;
+            }
             let l = &self.latency_ms;
             writeln!(
                 f,

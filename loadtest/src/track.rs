@@ -48,10 +48,14 @@ pub struct StreamCounts {
 pub struct Tracker {
     streams: Vec<Stream>,
     foreign: u64,
+    /// Streams are added as they show up (another run's, whose stream count is unknown).
+    open: bool,
 }
 
 /// Sequence numbers past this are taken as foreign, so a corrupt one cannot allocate 2 GiB.
 const MAX_SEQ: u64 = 1 << 34;
+/// Streams an open tracker takes at most.
+const MAX_OPEN_STREAMS: u32 = 1 << 16;
 
 impl Tracker {
     /// A tracker for streams `0..streams`.
@@ -59,11 +63,24 @@ impl Tracker {
         Tracker {
             streams: vec![Stream::default(); streams as usize],
             foreign: 0,
+            open: false,
+        }
+    }
+
+    /// A tracker that adds streams as they show up (up to 65536).
+    pub fn open() -> Tracker {
+        Tracker {
+            streams: Vec::new(),
+            foreign: 0,
+            open: true,
         }
     }
 
     /// Notes one delivery.
     pub fn handle(&mut self, stream: u32, seq: u64) -> Seen {
+        if self.open && stream as usize >= self.streams.len() && stream < MAX_OPEN_STREAMS {
+            self.streams.resize(stream as usize + 1, Stream::default());
+        }
         let Some(s) = self.streams.get_mut(stream as usize) else {
             self.foreign += 1;
             return Seen::Foreign;
@@ -105,6 +122,21 @@ impl Tracker {
     /// Deliveries that belonged to no stream of this run.
     pub fn foreign(&self) -> u64 {
         self.foreign
+    }
+
+    /// Deliveries of records already delivered, over all streams.
+    pub fn duplicates(&self) -> u64 {
+        self.streams.iter().map(|s| s.duplicates).sum()
+    }
+
+    /// Records delivered after a later one of their stream, over all streams.
+    pub fn reordered(&self) -> u64 {
+        self.streams.iter().map(|s| s.reordered).sum()
+    }
+
+    /// Streams tracked (for an open tracker: the highest stream seen, plus one).
+    pub fn streams(&self) -> usize {
+        self.streams.len()
     }
 
     /// Counts per stream, given how many each stream sent.
