@@ -573,7 +573,7 @@ mod tests {
         for i in 0..10 {
             assert!(p.push(format!("e{i}").as_bytes()));
         }
-        assert_eq!(p.len(), 3, "memory holds its capacity");
+        assert_eq!(p.len(), 2, "memory holds the in-flight window");
         assert!(p.overflow_bytes() > 0);
         let mut delivered = Vec::new();
         while !p.is_empty() {
@@ -591,6 +591,42 @@ mod tests {
         assert_eq!(delivered, want);
         assert_eq!(p.overflow_bytes(), 0);
         assert!(dir.files().is_empty());
+    }
+
+    #[test]
+    fn memory_holds_no_more_than_the_in_flight_window_with_a_spool() {
+        let dir = Dir::new("window");
+        let (spool, _) = Spool::open(config(&dir, 1 << 20), 0, 1).unwrap();
+        let mut p = Pipeline::new(PipelineConfig {
+            key: Bytes::from_static(b"q"),
+            command: PushCommand::Rpush,
+            capacity: 1000,
+            max_batch_records: 2,
+            max_batch_bytes: 1 << 20,
+            max_in_flight: 2,
+        });
+        p.set_overflow(Box::new(spool));
+        for i in 0..10 {
+            assert!(p.push(format!("w{i}").as_bytes()));
+        }
+        // 2 pushes of 2 records may be in flight: the other 6 are already on disk.
+        assert_eq!(p.len(), 4);
+        let on_disk = Spool::open(config(&dir, 1 << 20), 0, 1).unwrap().1.records;
+        assert_eq!(on_disk, 6);
+        let mut delivered = Vec::new();
+        while !p.is_empty() {
+            let mut out = Vec::new();
+            p.poll_write(&mut out);
+            let text = String::from_utf8_lossy(&out).into_owned();
+            delivered.extend(
+                text.split("\r\n")
+                    .filter(|l| l.starts_with('w'))
+                    .map(str::to_owned),
+            );
+            p.handle_reply(Reply::Integer(0));
+        }
+        let want: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+        assert_eq!(delivered, want);
     }
 
     #[test]

@@ -118,6 +118,8 @@ pub struct Pipeline {
     overflow: Option<Box<dyn Overflow>>,
     /// Send every new record to the overflow, room in memory or not (Redis is failing).
     spill: bool,
+    /// Records in `queue` that never left memory.
+    memory_only: usize,
 }
 
 const ARENA_CHUNK: usize = 256 * 1024;
@@ -134,6 +136,7 @@ impl Pipeline {
             tags: VecDeque::new(),
             overflow: None,
             spill: false,
+            memory_only: 0,
         }
     }
 
@@ -222,7 +225,14 @@ impl Pipeline {
     pub fn push(&mut self, event: &[u8]) -> bool {
         if let Some(overflow) = &mut self.overflow {
             // Behind records already overflowed, so order is kept.
-            if self.spill || self.queue.len() >= self.config.capacity || !overflow.is_empty() {
+            // Records that only memory holds are what a crash loses: with a spool, no more
+            // than the in-flight window of them.
+            let window = self.config.max_in_flight * self.config.max_batch_records;
+            if self.spill
+                || self.queue.len() >= self.config.capacity
+                || self.memory_only >= window
+                || !overflow.is_empty()
+            {
                 return overflow.append(event);
             }
         }
@@ -235,6 +245,7 @@ impl Pipeline {
         self.arena.extend_from_slice(event);
         self.queue.push_back(self.arena.split().freeze());
         self.tags.push_back(MEMORY);
+        self.memory_only += 1;
         true
     }
 
@@ -277,8 +288,10 @@ impl Pipeline {
                 self.queue.drain(..records);
                 self.sent -= records;
                 for tag in self.tags.drain(..records) {
-                    if let (Some(o), true) = (&mut self.overflow, tag != MEMORY) {
-                        o.ack(tag);
+                    match &mut self.overflow {
+                        _ if tag == MEMORY => self.memory_only -= 1,
+                        Some(o) => o.ack(tag),
+                        None => {}
                     }
                 }
                 self.refill();
@@ -316,6 +329,7 @@ impl Pipeline {
             };
             lost += usize::from(!kept);
         }
+        self.memory_only = 0;
         if let Some(o) = &mut self.overflow {
             // Whatever the policy, a clean exit leaves the spool on disk.
             o.sync_all();
