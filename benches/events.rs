@@ -74,8 +74,11 @@ fn case(name: &str) -> Option<Box<dyn FnMut()>> {
             return Some(Box::new(move || {
                 buf.clear();
                 buf.extend_from_slice(line);
-                let record = decoder.decode(black_box(&mut buf)).expect("sample decodes");
-                black_box(&record);
+                decoder
+                    .decode_with(black_box(&mut buf), |record| {
+                        black_box(record);
+                    })
+                    .expect("sample decodes");
             }));
         }
         "event_write_only" => {

@@ -99,12 +99,15 @@ impl Decoder {
         if payload.first() == Some(&b'{') {
             self.line.clear();
             self.line.extend_from_slice(payload);
-            if let Ok(value) = self.json.decode(payload) {
-                let written = if EventFormat::is_record(&value) {
-                    self.format.write_record(&value, out)
+            let format = &self.format;
+            let written = self.json.decode_with(payload, |value| {
+                if EventFormat::is_record(value) {
+                    format.write_record(value, out)
                 } else {
-                    self.format.write_event(&value, now, out)
-                };
+                    format.write_event(value, now, out)
+                }
+            });
+            if let Ok(written) = written {
                 return written.map_err(|err| {
                     debug!(%err, "rejected json");
                     Reject::NotARecord
