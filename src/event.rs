@@ -306,7 +306,7 @@ impl EventFormat {
         write_members(
             items,
             parts.extras,
-            |key| classify(key, LogstashVersion::V1) == Class::Extra,
+            |i, key| parts.is_extra(i, key, LogstashVersion::V1),
             &mut first,
             out,
         )?;
@@ -362,7 +362,7 @@ impl EventFormat {
         write_members(
             items,
             parts.extras,
-            |key| classify(key, LogstashVersion::V0) == Class::Extra,
+            |i, key| parts.is_extra(i, key, LogstashVersion::V0),
             &mut first,
             out,
         )?;
@@ -422,7 +422,7 @@ impl EventFormat {
         }
         out.push(b'{');
         let mut first = true;
-        write_members(items, items.len(), |_| true, &mut first, out)?;
+        write_members(items, items.len(), |_, _| true, &mut first, out)?;
         let mut fill = |i: usize, name: &str, out: &mut Vec<u8>| -> bool {
             if present[i] {
                 return false;
@@ -485,36 +485,183 @@ enum Standard {
 }
 
 fn classify(key: &str, version: LogstashVersion) -> Class {
-    // CPython Lib/logging/__init__.py LogRecord.__init__ (plus `message`, `asctime` set by
-    // Formatter.format, and `taskName` from 3.12), and our own `tags`.
-    let standard = match key {
-        "created" => Standard::Created,
-        "msg" => Standard::Msg,
-        "message" => Standard::Message,
-        "pathname" => Standard::Pathname,
-        "tags" => Standard::Tags,
-        "levelname" => Standard::Levelname,
-        "name" => Standard::Name,
-        "exc_text" => Standard::ExcText,
-        "filename" => Standard::Filename,
-        "lineno" => Standard::Lineno,
-        "stack_info" => Standard::StackInfo,
-        "args" | "asctime" | "exc_info" | "funcName" | "levelno" | "module" | "msecs"
-        | "process" | "processName" | "relativeCreated" | "thread" | "threadName" | "taskName" => {
-            Standard::Unused
-        }
-        _ => {
-            let fixed: &[&str] = match version {
-                LogstashVersion::V1 => &FIXED_V1,
-                LogstashVersion::V0 => &FIXED_V0,
-            };
-            return match fixed.iter().position(|name| *name == key) {
-                Some(slot) => Class::Fixed(slot),
-                None => Class::Extra,
-            };
-        }
+    let Some(fingerprint) = fingerprint(key.as_bytes()) else {
+        // No standard or fixed name is longer than 16 bytes.
+        return Class::Extra;
     };
-    Class::Standard(standard)
+    let bucket = &NAMES[key.len()];
+    for &(name, kind) in &bucket.entries[..bucket.len] {
+        if name != fingerprint {
+            continue;
+        }
+        return match (kind, version) {
+            (Name::Standard(standard), _) => Class::Standard(standard),
+            (Name::Fixed { v1: Some(slot), .. }, LogstashVersion::V1)
+            | (Name::Fixed { v0: Some(slot), .. }, LogstashVersion::V0) => Class::Fixed(slot),
+            (Name::Fixed { .. }, _) => Class::Extra,
+        };
+    }
+    Class::Extra
+}
+
+/// What a name that is not an extra is.
+#[derive(Debug, Clone, Copy)]
+enum Name {
+    Standard(Standard),
+    /// Not a `LogRecord` attribute, but a fixed field in v1 and/or v0 (index into `FIXED_V*`).
+    Fixed {
+        v1: Option<usize>,
+        v0: Option<usize>,
+    },
+}
+
+// CPython Lib/logging/__init__.py LogRecord.__init__ (plus `message`, `asctime` set by
+// Formatter.format, and `taskName` from 3.12), our own `tags`, then the fixed field names that
+// are no attribute.
+const NAME_LIST: [(&str, Name); 30] = [
+    ("created", Name::Standard(Standard::Created)),
+    ("msg", Name::Standard(Standard::Msg)),
+    ("message", Name::Standard(Standard::Message)),
+    ("pathname", Name::Standard(Standard::Pathname)),
+    ("tags", Name::Standard(Standard::Tags)),
+    ("levelname", Name::Standard(Standard::Levelname)),
+    ("name", Name::Standard(Standard::Name)),
+    ("exc_text", Name::Standard(Standard::ExcText)),
+    ("filename", Name::Standard(Standard::Filename)),
+    ("lineno", Name::Standard(Standard::Lineno)),
+    ("stack_info", Name::Standard(Standard::StackInfo)),
+    ("args", Name::Standard(Standard::Unused)),
+    ("asctime", Name::Standard(Standard::Unused)),
+    ("exc_info", Name::Standard(Standard::Unused)),
+    ("funcName", Name::Standard(Standard::Unused)),
+    ("levelno", Name::Standard(Standard::Unused)),
+    ("module", Name::Standard(Standard::Unused)),
+    ("msecs", Name::Standard(Standard::Unused)),
+    ("process", Name::Standard(Standard::Unused)),
+    ("processName", Name::Standard(Standard::Unused)),
+    ("relativeCreated", Name::Standard(Standard::Unused)),
+    ("thread", Name::Standard(Standard::Unused)),
+    ("threadName", Name::Standard(Standard::Unused)),
+    ("taskName", Name::Standard(Standard::Unused)),
+    (
+        TIMESTAMP,
+        Name::Fixed {
+            v1: Some(0),
+            v0: None,
+        },
+    ),
+    (
+        VERSION,
+        Name::Fixed {
+            v1: Some(1),
+            v0: None,
+        },
+    ),
+    (
+        HOST,
+        Name::Fixed {
+            v1: Some(3),
+            v0: None,
+        },
+    ),
+    (
+        PATH,
+        Name::Fixed {
+            v1: Some(4),
+            v0: None,
+        },
+    ),
+    (
+        TYPE,
+        Name::Fixed {
+            v1: Some(5),
+            v0: None,
+        },
+    ),
+    (
+        LOGGER,
+        Name::Fixed {
+            v1: Some(7),
+            v0: Some(1),
+        },
+    ),
+];
+
+/// Most names of one length in [`NAME_LIST`].
+const BUCKET_MAX: usize = 8;
+
+/// The names of one length, by fingerprint.
+#[derive(Clone, Copy)]
+struct Bucket {
+    entries: [(u128, Name); BUCKET_MAX],
+    len: usize,
+}
+
+/// [`NAME_LIST`] by length (0 to 16), built at compile time.
+static NAMES: [Bucket; 17] = {
+    let empty = Bucket {
+        entries: [(0, Name::Fixed { v1: None, v0: None }); BUCKET_MAX],
+        len: 0,
+    };
+    let mut buckets = [empty; 17];
+    let mut i = 0;
+    while i < NAME_LIST.len() {
+        let (name, kind) = NAME_LIST[i];
+        let bucket = &mut buckets[name.len()];
+        bucket.entries[bucket.len] = (fingerprint_const(name.as_bytes()), kind);
+        bucket.len += 1;
+        i += 1;
+    }
+    buckets
+};
+
+/// A key of at most 16 bytes as one integer: two overlapping little-endian loads cover every
+/// byte, so among keys of one length equal fingerprints mean equal keys. `None` above 16.
+#[inline]
+fn fingerprint(key: &[u8]) -> Option<u128> {
+    let n = key.len();
+    let (lo, hi) = match n {
+        0 => (0, 0),
+        1..=3 => (
+            u64::from(key[0]) | u64::from(key[n / 2]) << 8 | u64::from(key[n - 1]) << 16,
+            0,
+        ),
+        4..=7 => (
+            u64::from(u32::from_le_bytes(key[..4].try_into().ok()?)),
+            u64::from(u32::from_le_bytes(key[n - 4..].try_into().ok()?)),
+        ),
+        8..=16 => (
+            u64::from_le_bytes(key[..8].try_into().ok()?),
+            u64::from_le_bytes(key[n - 8..].try_into().ok()?),
+        ),
+        _ => return None,
+    };
+    Some(u128::from(lo) | u128::from(hi) << 64)
+}
+
+/// [`fingerprint`] for the names in [`NAMES`], at compile time.
+const fn fingerprint_const(key: &[u8]) -> u128 {
+    const fn load(key: &[u8], at: usize, width: usize) -> u64 {
+        let mut value = 0;
+        let mut i = 0;
+        while i < width {
+            value |= (key[at + i] as u64) << (8 * i);
+            i += 1;
+        }
+        value
+    }
+    let n = key.len();
+    let (lo, hi) = match n {
+        0 => (0, 0),
+        1..=3 => (
+            key[0] as u64 | (key[n / 2] as u64) << 8 | (key[n - 1] as u64) << 16,
+            0,
+        ),
+        4..=7 => (load(key, 0, 4), load(key, n - 4, 4)),
+        8..=16 => (load(key, 0, 8), load(key, n - 8, 8)),
+        _ => panic!("names are at most 16 bytes"),
+    };
+    lo as u128 | (hi as u128) << 64
 }
 
 /// The record attributes an event needs, found in one pass.
@@ -535,14 +682,24 @@ struct Parts<'r, 'a> {
     overrides: [Option<&'r Value<'a>>; FIXED_V1.len()],
     /// How many entries are extras, duplicates included.
     extras: usize,
+    /// Bit `i` set when `items[i]` is an extra, for the first [`MASKED`] entries (the writer
+    /// classifies later ones again).
+    extra_mask: u64,
 }
+
+/// Entries whose class [`Parts::extra_mask`] remembers.
+const MASKED: usize = 64;
 
 impl<'r, 'a> Parts<'r, 'a> {
     fn collect(items: &'r [(Value<'a>, Value<'a>)], version: LogstashVersion) -> Self {
         let mut parts = Parts::default();
-        for (k, v) in items {
+        for (i, (k, v)) in items.iter().enumerate() {
+            let class = match k {
+                Value::Str(key) => classify(key, version),
+                other => classify(&key_text(other), version),
+            };
             // Later duplicates overwrite earlier ones, as in a Python dict.
-            let slot = match classify(&key_text(k), version) {
+            let slot = match class {
                 Class::Standard(Standard::Created) => &mut parts.created,
                 Class::Standard(Standard::Msg) => &mut parts.msg,
                 Class::Standard(Standard::Message) => &mut parts.message,
@@ -558,6 +715,9 @@ impl<'r, 'a> Parts<'r, 'a> {
                 Class::Fixed(i) => &mut parts.overrides[i],
                 Class::Extra => {
                     parts.extras += 1;
+                    if i < MASKED {
+                        parts.extra_mask |= 1 << i;
+                    }
                     continue;
                 }
             };
@@ -570,6 +730,25 @@ impl<'r, 'a> Parts<'r, 'a> {
     fn message(&self) -> Option<&'r Value<'a>> {
         self.msg.or(self.message)
     }
+
+    /// Whether `items[i]`, with key `key`, is an extra.
+    #[inline(always)]
+    fn is_extra(&self, i: usize, key: &Value<'_>, version: LogstashVersion) -> bool {
+        if i < MASKED {
+            return self.extra_mask & (1 << i) != 0;
+        }
+        is_extra_key(key, version)
+    }
+}
+
+/// Whether a record entry with key `key` is an extra (past the entries [`Parts`] remembers).
+#[inline(never)]
+fn is_extra_key(key: &Value<'_>, version: LogstashVersion) -> bool {
+    let class = match key {
+        Value::Str(key) => classify(key, version),
+        other => classify(&key_text(other), version),
+    };
+    class == Class::Extra
 }
 
 /// Writes the exception and stack fields that follow the extras, when the record has them.
@@ -597,13 +776,16 @@ fn write_debug_fields(parts: &Parts<'_, '_>, out: &mut Vec<u8>) -> Result<(), Ev
     Ok(())
 }
 
-/// Writes `"key":value` for every entry `select`ed by its key, each distinct key once: at its
-/// first position, with its last value. `count` is how many entries `select` accepts; `first`
-/// says whether no member has been written yet (no leading comma).
+/// Writes `"key":value` for every entry `select`ed by its index and key, each distinct key once:
+/// at its first position, with its last value. `count` is how many entries `select` accepts;
+/// `first` says whether no member has been written yet (no leading comma).
+///
+/// Equal keys are selected alike (selection depends on the key's text), so duplicates are
+/// only looked for among the selected entries.
 fn write_members(
     items: &[(Value<'_>, Value<'_>)],
     count: usize,
-    select: impl Fn(&str) -> bool,
+    select: impl Fn(usize, &Value<'_>) -> bool,
     first: &mut bool,
     out: &mut Vec<u8>,
 ) -> Result<(), EventError> {
@@ -617,29 +799,33 @@ fn write_members(
         write_value(value, out, 1)
     };
     if count <= LINEAR_DEDUP_MAX {
-        for (i, (k, v)) in items.iter().enumerate() {
+        let mut picked = [0; LINEAR_DEDUP_MAX];
+        let mut n = 0;
+        for (i, (k, _)) in items.iter().enumerate() {
+            if n < LINEAR_DEDUP_MAX && select(i, k) {
+                picked[n] = i;
+                n += 1;
+            }
+        }
+        let picked = &picked[..n];
+        for (p, &i) in picked.iter().enumerate() {
+            let (k, v) = &items[i];
             let key = key_text(k);
-            if !select(&key) {
+            if picked[..p].iter().any(|&j| key_is(&items[j].0, &key)) {
                 continue;
             }
-            if count > 1 {
-                // Equal keys are classified alike, so any earlier equal key was selected too.
-                if items[..i].iter().any(|(other, _)| key_is(other, &key)) {
-                    continue;
-                }
-                let last = items[i + 1..].iter().rev().find(|(o, _)| key_is(o, &key));
-                member(&key, last.map_or(v, |(_, v)| v), out)?;
-            } else {
-                member(&key, v, out)?;
-            }
+            let last = picked[p + 1..]
+                .iter()
+                .rev()
+                .find(|&&j| key_is(&items[j].0, &key));
+            member(&key, last.map_or(v, |&j| &items[j].1), out)?;
         }
     } else {
         // Many extras: index the last occurrence of each key; the first occurrence takes it.
         let mut last: HashMap<Cow<'_, str>, usize> = HashMap::with_capacity(count);
         for (i, (k, _)) in items.iter().enumerate() {
-            let key = key_text(k);
-            if select(&key) {
-                last.insert(key, i);
+            if select(i, k) {
+                last.insert(key_text(k), i);
             }
         }
         for (k, _) in items {
@@ -849,30 +1035,100 @@ static ESCAPE: [u8; 256] = {
 };
 
 /// Appends the escaped body of a JSON string (no quotes), copying runs of safe bytes at once.
+///
+/// Eight bytes at a time are checked with [`may_need_escape`] and skipped when clean; a word
+/// that may hold a byte to escape is then looked at byte by byte.
 fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = ESCAPE[usize::from(b)];
-        if escape == 0 {
-            continue;
-        }
-        out.extend_from_slice(&bytes[run..i]);
-        run = i + 1;
-        if escape == b'u' {
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 0xf)],
-            ]);
-        } else {
-            out.extend_from_slice(&[b'\\', escape]);
+    if bytes.len() <= 16 {
+        // Most keys and values are short: two overlapping words hold all of it.
+        let (lo, hi) = short_words(bytes);
+        if !may_need_escape(lo) && !may_need_escape(hi) {
+            out.extend_from_slice(bytes);
+            return;
         }
     }
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let end = match bytes.get(i..i + 8) {
+            Some(word) => {
+                let word = u64::from_le_bytes(word.try_into().unwrap_or_default());
+                if !may_need_escape(word) {
+                    i += 8;
+                    continue;
+                }
+                i + 8
+            }
+            None => bytes.len(),
+        };
+        for (j, &b) in bytes.iter().enumerate().take(end).skip(i) {
+            let escape = ESCAPE[usize::from(b)];
+            if escape == 0 {
+                continue;
+            }
+            out.extend_from_slice(&bytes[run..j]);
+            run = j + 1;
+            if escape == b'u' {
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]);
+            } else {
+                out.extend_from_slice(&[b'\\', escape]);
+            }
+        }
+        i = end;
+    }
     out.extend_from_slice(&bytes[run..]);
+}
+
+/// Every byte of `bytes` (at most 16 of them) in two words, some bytes twice, padded with a
+/// byte that needs no escape.
+#[inline]
+fn short_words(bytes: &[u8]) -> (u64, u64) {
+    const PAD: u64 = 0x6161_6161_6161_6161; // "aaaaaaaa"
+    let n = bytes.len();
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(PAD, u64::from_le_bytes)
+    };
+    let half = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0x6161_6161, u32::from_le_bytes)
+    };
+    match n {
+        0 => (PAD, PAD),
+        1..=3 => {
+            let three =
+                u64::from(bytes[0]) | u64::from(bytes[n / 2]) << 8 | u64::from(bytes[n - 1]) << 16;
+            (three | PAD << 24, PAD)
+        }
+        4..=7 => (u64::from(half(0)) | u64::from(half(n - 4)) << 32, PAD),
+        _ => (word(0), word(n.saturating_sub(8))),
+    }
+}
+
+/// Whether any of the eight bytes in `word` may be `"`, `\` or below 0x20 (no false
+/// negatives; the byte-wise pass after it is exact). The classic "has zero byte" and "has byte
+/// less than" bit tricks.
+#[inline]
+fn may_need_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+    control | quote | backslash != 0
 }
 
 /// Writes Unix time `unix_seconds` as a JSON string in UTC, `"2024-05-01T12:00:03.250000Z"`.
@@ -1483,6 +1739,128 @@ mod tests {
         assert!(serde_json::from_slice::<serde_json::Value>(&out)
             .unwrap()
             .is_string());
+    }
+
+    /// The classification `classify` replaced: a plain match on the key.
+    fn classify_reference(key: &str, version: LogstashVersion) -> Class {
+        let standard = match key {
+            "created" => Standard::Created,
+            "msg" => Standard::Msg,
+            "message" => Standard::Message,
+            "pathname" => Standard::Pathname,
+            "tags" => Standard::Tags,
+            "levelname" => Standard::Levelname,
+            "name" => Standard::Name,
+            "exc_text" => Standard::ExcText,
+            "filename" => Standard::Filename,
+            "lineno" => Standard::Lineno,
+            "stack_info" => Standard::StackInfo,
+            "args" | "asctime" | "exc_info" | "funcName" | "levelno" | "module" | "msecs"
+            | "process" | "processName" | "relativeCreated" | "thread" | "threadName"
+            | "taskName" => Standard::Unused,
+            _ => {
+                let fixed: &[&str] = match version {
+                    LogstashVersion::V1 => &FIXED_V1,
+                    LogstashVersion::V0 => &FIXED_V0,
+                };
+                return match fixed.iter().position(|name| *name == key) {
+                    Some(slot) => Class::Fixed(slot),
+                    None => Class::Extra,
+                };
+            }
+        };
+        Class::Standard(standard)
+    }
+
+    #[test]
+    fn classify_matches_the_plain_match() {
+        let mut keys: Vec<String> = NAME_LIST.iter().map(|(k, _)| k.to_string()).collect();
+        keys.extend(FIXED_V1.iter().chain(&FIXED_V0).map(|k| k.to_string()));
+        // Near misses: every name with one byte changed, cut, or extended, and case changes.
+        for name in keys.clone() {
+            for i in 0..name.len() {
+                let mut bytes = name.clone().into_bytes();
+                bytes[i] ^= 0x20;
+                keys.push(String::from_utf8_lossy(&bytes).into_owned());
+                keys.push(name[..i].to_owned());
+            }
+            keys.push(format!("{name}x"));
+            keys.push(format!("x{name}"));
+            keys.push(format!("{name}\0"));
+        }
+        keys.extend(
+            [
+                "",
+                "a",
+                "ab",
+                "abc",
+                "relativeCreatedX",
+                "relativeCreated12",
+            ]
+            .map(String::from),
+        );
+        keys.push("é".repeat(8));
+        for key in &keys {
+            for version in [LogstashVersion::V1, LogstashVersion::V0] {
+                assert_eq!(
+                    classify(key, version),
+                    classify_reference(key, version),
+                    "{key:?} {version:?}"
+                );
+            }
+        }
+        for (name, _) in NAME_LIST {
+            assert_eq!(
+                fingerprint(name.as_bytes()),
+                Some(fingerprint_const(name.as_bytes()))
+            );
+        }
+    }
+
+    #[test]
+    fn escape_matches_a_byte_at_a_time_escape() {
+        fn reference(bytes: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for &b in bytes {
+                match ESCAPE[usize::from(b)] {
+                    0 => out.push(b),
+                    b'u' => out.extend_from_slice(format!("\\u{:04x}", b).as_bytes()),
+                    e => out.extend_from_slice(&[b'\\', e]),
+                }
+            }
+            out
+        }
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let alphabet = [
+            b'a', b'"', b'\\', 0x00, 0x1f, 0x20, 0x7f, 0x80, 0xc3, 0xff, b'\n', b'!',
+        ];
+        for len in 0..200 {
+            for _ in 0..20 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        // Mostly plain text, so clean words and dirty ones both occur.
+                        if state % 8 == 0 {
+                            alphabet[(state >> 8) as usize % alphabet.len()]
+                        } else {
+                            b'a' + (state >> 8) as u8 % 26
+                        }
+                    })
+                    .collect();
+                let mut out = b"prefix".to_vec();
+                escape_into(&bytes, &mut out);
+                assert_eq!(&out[6..], reference(&bytes), "{bytes:?}");
+            }
+        }
+        for b in 0..=255u8 {
+            assert_eq!(
+                may_need_escape(u64::from_le_bytes([b; 8])),
+                ESCAPE[usize::from(b)] != 0,
+                "{b:#x}"
+            );
+        }
     }
 
     #[test]

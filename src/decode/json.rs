@@ -8,6 +8,7 @@ use std::borrow::Cow;
 
 use simd_json::{Buffers, ErrorType, Node, StaticNode, Tape};
 
+use super::Pool;
 use crate::value::Value;
 
 /// Nesting deeper than this is rejected, so that converting, writing and dropping a [`Value`]
@@ -37,6 +38,8 @@ pub struct JsonDecoder {
     buffers: Buffers,
     // Emptied after every frame; only the allocation is kept (see `Tape::reset`).
     tape: Tape<'static>,
+    /// The vectors of earlier records' values, for [`JsonDecoder::decode_with`].
+    pool: Pool,
 }
 
 impl Default for JsonDecoder {
@@ -51,6 +54,7 @@ impl JsonDecoder {
         Self {
             buffers: Buffers::new(4096),
             tape: Tape(Vec::new()),
+            pool: Pool::default(),
         }
     }
 
@@ -72,7 +76,7 @@ impl JsonDecoder {
         let result = match parsed {
             Ok(()) => {
                 let mut pos = 0;
-                convert(&tape.0, &mut pos, 0)
+                convert(&tape.0, &mut pos, 0, &mut self.pool)
             }
             Err(e) => Err(match e.error() {
                 ErrorType::InvalidUtf8 => JsonError::InvalidUtf8 { offset: e.index() },
@@ -82,10 +86,32 @@ impl JsonDecoder {
         self.tape = tape.reset();
         result
     }
+
+    /// Parses one complete JSON document like [`Self::decode`] and calls `f` with it; the
+    /// value's vectors are kept for the next call, so steady state allocates nothing.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::decode`]; `f` is then not called.
+    pub fn decode_with<R>(
+        &mut self,
+        input: &mut [u8],
+        f: impl FnOnce(&Value<'_>) -> R,
+    ) -> Result<R, JsonError> {
+        let value = self.decode(input)?;
+        let out = f(&value);
+        self.pool.recycle(value);
+        Ok(out)
+    }
 }
 
 /// Converts the node at `tape[*pos]` (and its children), leaving `*pos` after it.
-fn convert<'a>(tape: &[Node<'a>], pos: &mut usize, depth: usize) -> Result<Value<'a>, JsonError> {
+fn convert<'a>(
+    tape: &[Node<'a>],
+    pos: &mut usize,
+    depth: usize,
+    pool: &mut Pool,
+) -> Result<Value<'a>, JsonError> {
     let Some(node) = tape.get(*pos) else {
         // simd-json returned Ok with a short tape: treat as malformed rather than panic.
         return Err(JsonError::Syntax(simd_json::Error::generic(ErrorType::Eof)));
@@ -93,23 +119,15 @@ fn convert<'a>(tape: &[Node<'a>], pos: &mut usize, depth: usize) -> Result<Value
     *pos += 1;
     Ok(match *node {
         Node::String(s) => Value::Str(Cow::Borrowed(s)),
-        Node::Static(s) => match s {
-            StaticNode::Null => Value::None,
-            StaticNode::Bool(b) => Value::Bool(b),
-            StaticNode::I64(i) => Value::Int(i),
-            StaticNode::U64(u) => match i64::try_from(u) {
-                Ok(i) => Value::Int(i),
-                Err(_) => Value::BigInt(u.to_string()),
-            },
-            StaticNode::F64(f) => Value::Float(f),
-        },
+        Node::Static(s) => scalar(s),
         Node::Array { len, .. } => {
             if depth >= MAX_DEPTH {
                 return Err(JsonError::TooDeep);
             }
-            let mut items = Vec::with_capacity(len);
+            let mut items = pool.list();
+            items.reserve(len);
             for _ in 0..len {
-                items.push(convert(tape, pos, depth + 1)?);
+                items.push(convert(tape, pos, depth + 1, pool)?);
             }
             Value::List(items)
         }
@@ -117,15 +135,46 @@ fn convert<'a>(tape: &[Node<'a>], pos: &mut usize, depth: usize) -> Result<Value
             if depth >= MAX_DEPTH {
                 return Err(JsonError::TooDeep);
             }
-            let mut items = Vec::with_capacity(len);
+            let mut items = pool.dict();
+            items.reserve(len);
             for _ in 0..len {
-                let key = convert(tape, pos, depth + 1)?;
-                let value = convert(tape, pos, depth + 1)?;
+                // Keys are strings and most values are leaves: those need no recursive call.
+                let key = match tape.get(*pos) {
+                    Some(&Node::String(s)) => {
+                        *pos += 1;
+                        Value::Str(Cow::Borrowed(s))
+                    }
+                    _ => convert(tape, pos, depth + 1, pool)?,
+                };
+                let value = match tape.get(*pos) {
+                    Some(&Node::String(s)) => {
+                        *pos += 1;
+                        Value::Str(Cow::Borrowed(s))
+                    }
+                    Some(&Node::Static(s)) => {
+                        *pos += 1;
+                        scalar(s)
+                    }
+                    _ => convert(tape, pos, depth + 1, pool)?,
+                };
                 items.push((key, value));
             }
             Value::Dict(items)
         }
     })
+}
+
+fn scalar<'a>(node: StaticNode) -> Value<'a> {
+    match node {
+        StaticNode::Null => Value::None,
+        StaticNode::Bool(b) => Value::Bool(b),
+        StaticNode::I64(i) => Value::Int(i),
+        StaticNode::U64(u) => match i64::try_from(u) {
+            Ok(i) => Value::Int(i),
+            Err(_) => Value::BigInt(u.to_string()),
+        },
+        StaticNode::F64(f) => Value::Float(f),
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +382,28 @@ mod tests {
             text.extend("}".repeat(depth).into_bytes());
             let result = decoder.decode(&mut text);
             assert_eq!(result.is_ok(), depth <= MAX_DEPTH, "depth {depth}");
+        }
+    }
+
+    #[test]
+    fn decode_with_reuses_vectors_and_gives_the_same_values() {
+        let mut decoder = JsonDecoder::new();
+        let texts = [
+            r#"{"a":[1,2,{"b":[3]}],"c":"d"}"#,
+            r#"{"x":{"y":[]},"z":[[["deep"]]]}"#,
+            r#"[1,{"k":"v"},[2]]"#,
+            "{\"a\":",
+        ];
+        for i in 0..40 {
+            let text = texts[i % texts.len()];
+            let want = decode(text)
+                .map(|v| format!("{v:?}"))
+                .map_err(|e| e.to_string());
+            let mut bytes = text.as_bytes().to_vec();
+            let got = decoder
+                .decode_with(&mut bytes, |v| format!("{v:?}"))
+                .map_err(|e| e.to_string());
+            assert_eq!(got, want, "{text}");
         }
     }
 

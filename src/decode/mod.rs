@@ -2,3 +2,148 @@
 
 pub mod json;
 pub mod pickle;
+
+use std::borrow::Cow;
+
+use crate::value::Value;
+
+/// Most spare vectors a [`Pool`] keeps of each kind.
+const POOL_MAX: usize = 16;
+/// A spare vector with more room than this many elements is freed rather than kept, so one
+/// huge record does not pin its memory for the life of the worker.
+const POOLED_CAPACITY_MAX: usize = 1024;
+
+/// Spare container vectors, kept between records so that steady-state decoding allocates
+/// nothing: a decoder takes its lists and dicts from here and gets them back, emptied, once the
+/// event is written.
+///
+/// The vectors are empty, so the lifetime of the values they are typed for means nothing; it is
+/// changed with [`retype`] when one is taken or given back.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    lists: Vec<Vec<Value<'static>>>,
+    dicts: Vec<Vec<(Value<'static>, Value<'static>)>>,
+}
+
+impl Pool {
+    /// An empty list vector, with room from an earlier record when there is one.
+    pub(crate) fn list<'a>(&mut self) -> Vec<Value<'a>> {
+        self.lists.pop().map(retype).unwrap_or_default()
+    }
+
+    /// An empty dict vector, with room from an earlier record when there is one.
+    pub(crate) fn dict<'a>(&mut self) -> Vec<(Value<'a>, Value<'a>)> {
+        self.dicts.pop().map(retype).unwrap_or_default()
+    }
+
+    /// Drops `value`, keeping the vectors of it and of its children for later records.
+    ///
+    /// Two levels are enough for a record and its extras; deeper vectors are freed.
+    pub(crate) fn recycle(&mut self, value: Value<'_>) {
+        match value {
+            Value::Dict(mut pairs) => {
+                for (key, value) in pairs.drain(..) {
+                    self.recycle_shallow(key);
+                    self.recycle_shallow(value);
+                }
+                self.keep_dict(pairs);
+            }
+            Value::List(mut items) | Value::Tuple(mut items) | Value::Set(mut items) => {
+                for item in items.drain(..) {
+                    self.recycle_shallow(item);
+                }
+                self.keep_list(items);
+            }
+            other => drop(other),
+        }
+    }
+
+    #[inline(always)]
+    fn recycle_shallow(&mut self, value: Value<'_>) {
+        match value {
+            // These own nothing, so forgetting them leaks nothing; it spares the common values
+            // a call to `Value`'s drop glue.
+            plain @ (Value::None
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Str(Cow::Borrowed(_))
+            | Value::Bytes(Cow::Borrowed(_))) => std::mem::forget(plain),
+            Value::Dict(pairs) => self.keep_dict(pairs),
+            Value::List(items) | Value::Tuple(items) | Value::Set(items) => self.keep_list(items),
+            other => drop(other),
+        }
+    }
+
+    fn keep_list(&mut self, items: Vec<Value<'_>>) {
+        if self.lists.len() < POOL_MAX && items.capacity() <= POOLED_CAPACITY_MAX {
+            self.lists.push(retype(items));
+        }
+    }
+
+    fn keep_dict(&mut self, pairs: Vec<(Value<'_>, Value<'_>)>) {
+        if self.dicts.len() < POOL_MAX && pairs.capacity() <= POOLED_CAPACITY_MAX {
+            self.dicts.push(retype(pairs));
+        }
+    }
+}
+
+/// Empties `items` and returns its allocation typed for `U`, normally the same type with
+/// another lifetime.
+///
+/// This is safe code: collecting a mapped `vec::IntoIter` reuses the source allocation when
+/// the element layouts match (std's in-place iteration). std does not promise that reuse, so
+/// `retype_keeps_the_allocation` checks it: were it lost, this would allocate, not misbehave.
+pub(crate) fn retype<T, U>(mut items: Vec<T>) -> Vec<U> {
+    items.clear();
+    items.into_iter().map(|_| unreachable!("empty")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retype_keeps_the_allocation() {
+        let text = String::from("borrowed");
+        let mut items: Vec<Value<'_>> = Vec::with_capacity(40);
+        items.push(Value::Str(Cow::Borrowed(&text)));
+        let (ptr, capacity) = (items.as_ptr() as usize, items.capacity());
+        let items: Vec<Value<'static>> = retype(items);
+        assert_eq!((items.as_ptr() as usize, items.capacity()), (ptr, capacity));
+        assert!(items.is_empty());
+    }
+
+    #[test]
+    fn pool_reuses_vectors_two_levels_deep() {
+        let mut pool = Pool::default();
+        let text = String::from("x");
+        let mut inner = pool.list();
+        inner.reserve(8);
+        inner.push(Value::Str(Cow::Borrowed(&text)));
+        let inner_ptr = inner.as_ptr() as usize;
+        let mut pairs = pool.dict();
+        pairs.push((Value::Str(Cow::Borrowed(&text)), Value::List(inner)));
+        let pairs_ptr = pairs.as_ptr() as usize;
+        pool.recycle(Value::Dict(pairs));
+        drop(text);
+        let pairs: Vec<(Value<'_>, Value<'_>)> = pool.dict();
+        assert_eq!(pairs.as_ptr() as usize, pairs_ptr);
+        let inner: Vec<Value<'_>> = pool.list();
+        assert_eq!(inner.as_ptr() as usize, inner_ptr);
+        // Nothing left: fresh vectors.
+        let fresh: Vec<Value<'_>> = pool.list();
+        assert_eq!(fresh.capacity(), 0);
+    }
+
+    #[test]
+    fn pool_is_bounded() {
+        let mut pool = Pool::default();
+        for _ in 0..POOL_MAX + 5 {
+            pool.recycle(Value::List(Vec::with_capacity(4)));
+        }
+        pool.recycle(Value::List(Vec::with_capacity(POOLED_CAPACITY_MAX + 1)));
+        assert_eq!(pool.lists.len(), POOL_MAX);
+        assert!(pool.lists.iter().all(|v| v.capacity() == 4));
+    }
+}

@@ -32,6 +32,7 @@ impl From<FrameError> for Reject {
 /// Frame payloads to events. One per worker: it reuses its parse buffers.
 pub struct Decoder {
     json: JsonDecoder,
+    pickle: pickle::Decoder,
     limits: pickle::Limits,
     format: EventFormat,
     /// A copy of a JSON line, kept because simd-json parses in place and a line that fails to
@@ -44,6 +45,7 @@ impl Decoder {
     pub fn new(event: EventConfig) -> Self {
         Decoder {
             json: JsonDecoder::new(),
+            pickle: pickle::Decoder::new(),
             limits: pickle::Limits::default(),
             format: EventFormat::new(event),
             line: Vec::new(),
@@ -63,17 +65,21 @@ impl Decoder {
     ) -> Result<(), Reject> {
         match kind {
             FrameKind::Pickle => {
-                let record = pickle::decode(payload, &self.limits).map_err(|err| {
-                    debug!(%err, "rejected pickle");
-                    Reject::BadPickle
-                })?;
-                if !matches!(record, Value::Dict(_)) {
-                    return Err(Reject::NotARecord);
-                }
-                self.format.write_record(&record, out).map_err(|err| {
-                    debug!(%err, "rejected record");
-                    Reject::NotARecord
-                })
+                let format = &self.format;
+                self.pickle
+                    .decode_with(payload, &self.limits, |record| {
+                        if !matches!(record, Value::Dict(_)) {
+                            return Err(Reject::NotARecord);
+                        }
+                        format.write_record(record, out).map_err(|err| {
+                            debug!(%err, "rejected record");
+                            Reject::NotARecord
+                        })
+                    })
+                    .map_err(|err| {
+                        debug!(%err, "rejected pickle");
+                        Reject::BadPickle
+                    })?
             }
             FrameKind::Line => self.decode_line(payload, now, out),
         }
@@ -93,12 +99,15 @@ impl Decoder {
         if payload.first() == Some(&b'{') {
             self.line.clear();
             self.line.extend_from_slice(payload);
-            if let Ok(value) = self.json.decode(payload) {
-                let written = if EventFormat::is_record(&value) {
-                    self.format.write_record(&value, out)
+            let format = &self.format;
+            let written = self.json.decode_with(payload, |value| {
+                if EventFormat::is_record(value) {
+                    format.write_record(value, out)
                 } else {
-                    self.format.write_event(&value, now, out)
-                };
+                    format.write_event(value, now, out)
+                }
+            });
+            if let Ok(written) = written {
                 return written.map_err(|err| {
                     debug!(%err, "rejected json");
                     Reject::NotARecord
