@@ -259,11 +259,20 @@ struct Slot<'a> {
     memo: Option<u32>,
 }
 
+/// Bytes of owned text that weigh as much as one value: a copy of a string decoded into its
+/// own allocation costs its length, so memo copies of a large one use up the budget quickly.
+const BYTES_PER_WEIGHT: usize = 64;
+
 impl<'a> Slot<'a> {
     fn scalar(value: Value<'a>) -> Self {
+        let owned = match &value {
+            Value::Str(Cow::Owned(s)) => s.len(),
+            Value::Bytes(Cow::Owned(b)) => b.len(),
+            _ => 0,
+        };
         Slot {
             value,
-            weight: 1,
+            weight: 1 + owned / BYTES_PER_WEIGHT,
             depth: 0,
             memo: None,
         }
@@ -825,8 +834,9 @@ impl<'a, 'l> Machine<'a, 'l> {
     }
 
     fn push(&mut self, value: Value<'a>) -> Result<()> {
-        self.charge(1)?;
-        self.stack.push(Slot::scalar(value));
+        let slot = Slot::scalar(value);
+        self.charge(slot.weight)?;
+        self.stack.push(slot);
         Ok(())
     }
 
@@ -2131,6 +2141,22 @@ mod tests {
             dec(&dup),
             Err(PickleError::TooLarge | PickleError::TooDeep)
         ));
+    }
+
+    #[test]
+    fn copies_of_a_large_owned_string_are_charged_by_size() {
+        // An escaped protocol-0 string decodes into its own allocation; re-getting it many
+        // times must use up the budget by its size, not count 1 per copy.
+        let mut data = b"S'".to_vec();
+        data.extend(std::iter::repeat_n(&b"\\x41"[..], 150_000).flatten());
+        data.extend_from_slice(b"'\nq\x00");
+        for _ in 0..20_000 {
+            data.extend_from_slice(&[op::BINGET, 0, op::POP]);
+        }
+        data.push(op::STOP);
+        let started = std::time::Instant::now();
+        assert_eq!(dec(&data), Err(PickleError::TooLarge));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]
