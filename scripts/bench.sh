@@ -13,13 +13,14 @@
 # since rsyslog cannot read pickles):
 #   tcp-json    TCP JSON lines at the maximum rate, COUNT records over TCP_CONNECTIONS connections
 #   udp-json    UDP JSON datagrams at UDP_RATE for DURATION from UDP_SENDERS sender threads
+#   tcp-pickle  TCP SocketHandler pickles at the maximum rate, like tcp-json (pystash only)
 #   udp-pickle  UDP SocketHandler pickles at PICKLE_RATE for DURATION (pystash only: latency)
 #
 # Variables:
 #   ENGINES          pystash engines (default "epoll uring"); when the binary has no --io-engine
 #                    flag, a single "default" engine runs instead
 #   RSYSLOG          1: also measure rsyslog+omhiredis (default 1)
-#   SCENARIOS        default "tcp-json udp-json udp-pickle"
+#   SCENARIOS        default "tcp-json tcp-pickle udp-json udp-pickle"
 #   RUNS             rounds; every metric is the median over them (default 3)
 #   COUNT            records per tcp-json run (default 1M)
 #   TCP_CONNECTIONS  default 4
@@ -57,7 +58,7 @@ COMMAND+="scripts/bench.sh"
 
 ENGINES=${ENGINES:-epoll uring}
 RSYSLOG=${RSYSLOG:-1}
-SCENARIOS=${SCENARIOS:-tcp-json udp-json udp-pickle}
+SCENARIOS=${SCENARIOS:-tcp-json tcp-pickle udp-json udp-pickle}
 RUNS=${RUNS:-3}
 COUNT=${COUNT:-1M}
 TCP_CONNECTIONS=${TCP_CONNECTIONS:-4}
@@ -212,6 +213,8 @@ scenario_flags() {
       --count $COUNT --connections $TCP_CONNECTIONS --size $SIZE --drain-timeout $DRAIN" ;;
     udp-json) echo "--transport udp --target 127.0.0.1:$UDP_PORT --format json --rate $UDP_RATE
       --duration $DURATION --senders $UDP_SENDERS --size $SIZE --drain-timeout $UDP_DRAIN" ;;
+    tcp-pickle) echo "--transport tcp --target 127.0.0.1:$TCP_PORT --format pickle --rate max
+      --count $COUNT --connections $TCP_CONNECTIONS --size $SIZE --drain-timeout $DRAIN" ;;
     udp-pickle) echo "--transport udp --target 127.0.0.1:$UDP_PORT --format pickle
       --rate $PICKLE_RATE --duration $DURATION --size $SIZE --drain-timeout $UDP_DRAIN" ;;
     *) return 1 ;;
@@ -220,7 +223,7 @@ scenario_flags() {
 
 for scenario in $SCENARIOS; do
   scenario_flags "$scenario" >/dev/null || {
-    echo "unknown scenario $scenario (tcp-json, udp-json, udp-pickle)" >&2
+    echo "unknown scenario $scenario (tcp-json, tcp-pickle, udp-json, udp-pickle)" >&2
     exit 1
   }
 done
@@ -270,7 +273,7 @@ for round in $(seq "$RUNS"); do
     fi
 
     for scenario in $SCENARIOS; do
-      [ "$proxy" = rsyslog ] && [ "$scenario" = udp-pickle ] && continue
+      case "$proxy-$scenario" in rsyslog-*-pickle) continue ;; esac
       label="$proxy-$scenario-r$round"
       sleep 0.5 # let the check or the previous run settle
       proxy_cpu0=$(cpu_seconds "$PROXY_PID")
@@ -319,7 +322,7 @@ rsyslog_version=$([ "$RSYSLOG" = 1 ] && "$RSYSLOGD" -v | awk 'NR == 1 { print $2
     "(clock ticks of 1/$CLK_TCK s); Redis CPU is redis-server's; latency is end to end from the" \
     "scheduled send (pystash-loadtest, coordinated omission avoided). Scenarios: tcp-json =" \
     "$COUNT records at max rate over $TCP_CONNECTIONS connections; udp-json = $UDP_RATE/s for" \
-    "$DURATION from $UDP_SENDERS senders; udp-pickle = $PICKLE_RATE/s for $DURATION."
+    "$DURATION from $UDP_SENDERS senders; tcp-pickle = the same with SocketHandler pickles; udp-pickle = $PICKLE_RATE/s for $DURATION."
   echo
   echo "rsyslog pushes each record as it arrived (one RPUSH per record, pipelined per batch);" \
     "pystash turns each into a Logstash event and pushes many per RPUSH. Redis CPU includes the" \
