@@ -375,6 +375,10 @@ impl Overflow for Spool {
     fn bytes(&self) -> u64 {
         self.bytes
     }
+
+    fn unread(&self) -> u64 {
+        self.segments.iter().map(|s| s.records - s.read).sum()
+    }
 }
 
 /// Whether `dir` looks usable as a spool: exists or can be created, and is writable.
@@ -613,6 +617,7 @@ mod tests {
         assert_eq!(p.len(), 4);
         let on_disk = Spool::open(config(&dir, 1 << 20), 0, 1).unwrap().1.records;
         assert_eq!(on_disk, 6);
+        assert_eq!(p.held(), 10, "4 in memory, 6 on disk");
         let mut delivered = Vec::new();
         while !p.is_empty() {
             let mut out = Vec::new();

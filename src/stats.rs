@@ -102,7 +102,7 @@ pub struct Stats {
     pub redis_errors: AtomicU64,
     /// Connections to Redis made after a lost one.
     pub reconnects: AtomicU64,
-    /// Records waiting for Redis right now.
+    /// Records accepted and not in Redis yet, in memory or in the spool.
     pub buffered: AtomicU64,
     /// Times pushing paused because the list was over `--max-queue-length`.
     pub congestion_pauses: AtomicU64,

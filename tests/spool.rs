@@ -75,6 +75,10 @@ fn run(kill_signal: libc::c_int) {
     if kill_signal == libc::SIGTERM {
         stopped.assert_clean_exit();
         assert_eq!(stopped.stat("dropped"), 0);
+        // Everything accepted is accounted for: all 3000 wait in the spool.
+        assert_eq!(stopped.stat("received"), 3000);
+        assert_eq!(stopped.stat("buffered"), 3000);
+        assert_eq!(stopped.stat("pushed") + stopped.stat("rejected"), 0);
     }
     // Redis comes up; a new proxy on the same spool replays it.
     let redis = RedisServer::start_on_port(redis_port);

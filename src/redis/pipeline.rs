@@ -52,6 +52,8 @@ pub trait Overflow: Send + std::fmt::Debug {
     fn sync_all(&mut self);
     /// Bytes stored.
     fn bytes(&self) -> u64;
+    /// Records stored and not read back yet.
+    fn unread(&self) -> u64;
 }
 
 /// Tag of a record that never left memory.
@@ -151,6 +153,12 @@ impl Pipeline {
     pub fn set_overflow(&mut self, overflow: Box<dyn Overflow>) {
         self.overflow = Some(overflow);
         self.refill();
+    }
+
+    /// Records held in memory or waiting in the overflow: what is accepted and not yet in
+    /// Redis (records a previous run spooled included).
+    pub fn held(&self) -> u64 {
+        self.queue.len() as u64 + self.overflow.as_ref().map_or(0, |o| o.unread())
     }
 
     /// Bytes held by the overflow.

@@ -350,7 +350,7 @@ impl ConnGuard {
 /// Publishes a worker's gauges.
 pub fn update_gauges(stats: &Stats, pipeline: &Pipeline) {
     use std::sync::atomic::Ordering::Relaxed;
-    stats.buffered.store(pipeline.len() as u64, Relaxed);
+    stats.buffered.store(pipeline.held(), Relaxed);
     stats.spool_bytes.store(pipeline.overflow_bytes(), Relaxed);
 }
 
