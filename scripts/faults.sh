@@ -63,26 +63,8 @@ if "$PYSTASH" --help | grep -q -- --io-engine; then KERNEL_COUNTED=1; else KERNE
 ENGINE_FLAG=()
 if [ -n "${ENGINE:-}" ]; then ENGINE_FLAG=(--io-engine "$ENGINE"); fi
 
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return
-    fi
-  done
-}
-
-wait_port() {
-  local port=$1 pid=$2 i
-  for i in $(seq 400); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 # Processes of the current scenario; all stopped on exit, by PID.
 REDIS_PID="" PYSTASH_PID="" TCP_PID="" UDP_PID=""
@@ -106,7 +88,7 @@ start_redis() { # DIR [more redis-server flags]
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --dir "$dir" \
     --auto-aof-rewrite-percentage 0 "$@" >>"$dir/redis.log" 2>&1 &
   REDIS_PID=$!
-  wait_port "$REDIS_PORT" "$REDIS_PID" || { echo "redis-server did not start" >&2; return 1; }
+  wait_port "$REDIS_PORT" "$REDIS_PID" 400 || { echo "redis-server did not start" >&2; return 1; }
 }
 
 start_pystash() { # LOG
@@ -114,7 +96,7 @@ start_pystash() { # LOG
     --redis-host 127.0.0.1 --redis-port "$REDIS_PORT" --stats-interval 0 \
     --metrics "127.0.0.1:$METRICS_PORT" --shutdown-timeout 30 "${ENGINE_FLAG[@]}" "${PYSTASH_FLAGS[@]}" 2>>"$1" &
   PYSTASH_PID=$!
-  wait_port "$TCP_PORT" "$PYSTASH_PID" || { echo "pystash did not start" >&2; return 1; }
+  wait_port "$TCP_PORT" "$PYSTASH_PID" 400 || { echo "pystash did not start" >&2; return 1; }
 }
 
 # SIGTERM pystash, wait for it; its exit status goes to PYSTASH_STATUS.

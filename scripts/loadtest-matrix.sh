@@ -42,26 +42,8 @@ command -v redis-server >/dev/null || { echo "redis-server is not installed" >&2
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-free_port() {
-  local p
-  while :; do
-    p=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-      echo "$p"
-      return
-    fi
-  done
-}
-
-wait_port() {
-  local port=$1 pid=$2 i
-  for i in $(seq 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    kill -0 "$pid" 2>/dev/null || return 1
-    sleep 0.05
-  done
-  return 1
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 REDIS_PID="" PYSTASH_PID=""
 cleanup() {

@@ -302,19 +302,7 @@ impl Intake {
         pipeline: &mut Pipeline,
         now: Instant,
     ) {
-        loop {
-            match conn.framer.decode(&mut conn.buf) {
-                Ok(Some(mut frame)) => self.take_frame(
-                    frame.kind,
-                    &mut frame.payload,
-                    &conn.peer as &dyn fmt::Display,
-                    pipeline,
-                    now,
-                ),
-                Ok(None) => break,
-                Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
-            }
-        }
+        self.take_complete(conn, pipeline, now);
         match conn.framer.finish(&mut conn.buf) {
             Ok(Some(mut frame)) => self.take_frame(
                 frame.kind,
@@ -336,6 +324,16 @@ impl Intake {
         pipeline: &mut Pipeline,
         now: Instant,
     ) {
+        self.take_complete(conn, pipeline, now);
+        if !conn.buf.is_empty() {
+            conn.buf.clear();
+            let err = FrameError::Truncated { missing: 0 };
+            self.reject(err, &conn.peer as &dyn fmt::Display, now);
+        }
+    }
+
+    /// Takes every complete frame `conn` holds, room in the pipeline or not.
+    fn take_complete(&mut self, conn: &mut StreamConn, pipeline: &mut Pipeline, now: Instant) {
         loop {
             match conn.framer.decode(&mut conn.buf) {
                 Ok(Some(mut frame)) => self.take_frame(
@@ -348,15 +346,6 @@ impl Intake {
                 Ok(None) => break,
                 Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
             }
-        }
-        if !conn.buf.is_empty() {
-            let missing = 0;
-            conn.buf.clear();
-            self.reject(
-                FrameError::Truncated { missing },
-                &conn.peer as &dyn fmt::Display,
-                now,
-            );
         }
     }
 
