@@ -360,10 +360,13 @@ impl Intake {
         Stats::add(&self.stats.received, 1);
         Stats::add(&self.stats.bytes_received, payload.len() as u64);
         self.event.clear();
-        match self
-            .decoder
-            .decode(kind, payload, SystemTime::now(), &mut self.event)
-        {
+        // Only lines can lack a time of their own; a pickled record carries `created`, so the
+        // clock is not read for it.
+        let arrival = match kind {
+            FrameKind::Line => SystemTime::now(),
+            FrameKind::Pickle => SystemTime::UNIX_EPOCH,
+        };
+        match self.decoder.decode(kind, payload, arrival, &mut self.event) {
             Ok(()) => {
                 if !pipeline.push(&self.event) {
                     Stats::add(&self.stats.dropped_buffer_full, 1);
