@@ -31,7 +31,8 @@
 #
 # Variables: RATE (per transport, default 100k), DURATION (seconds of load, 12), FAULT_AT (2),
 # KILL_SECS (5), STOP_SECS (10), SIZE (record bytes, default 300: the smallest records),
-# ENGINE (pystash --io-engine; default: pystash's own choice),
+# ENGINE (pystash --io-engine; default: pystash's own choice), QUIET_DRAIN (how long the consumer
+# waits once nothing arrives, default 30s: longer than a restarted pystash takes to flush),
 # OUT (default target/faults/DATE), SKIP_BUILD=1.
 # Needs redis-server, redis-cli, curl and jq. Every process started here is stopped by its PID
 # on exit; each generator is killed if it runs past LOAD_TIMEOUT (90 s).
@@ -45,7 +46,7 @@ FAULT_AT=${FAULT_AT:-2}
 KILL_SECS=${KILL_SECS:-5}
 STOP_SECS=${STOP_SECS:-10}
 SIZE=${SIZE:-300}
-QUIET_DRAIN=${QUIET_DRAIN:-5s}
+QUIET_DRAIN=${QUIET_DRAIN:-30s}
 LOAD_TIMEOUT=${LOAD_TIMEOUT:-90}
 OUT=${OUT:-target/faults/$(date +%Y%m%d-%H%M%S)}
 
