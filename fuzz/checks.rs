@@ -137,9 +137,18 @@ fn run_framer(stream: &[u8], max: usize, chunks: &[usize]) -> Vec<Outcome> {
 ///
 /// Input: a pickle (the bytes after `SocketHandler`'s length prefix). When it decodes: its repr
 /// stays within [`MAX_REPR_BYTES`], and the event written for it (v1 and v0) is one JSON object
-/// with `@timestamp`, or nothing at all when the value is not a record.
+/// with `@timestamp`, or nothing at all when the value is not a record. The decoder's fast
+/// path for flat records and its general machine agree (the same value or the same error).
 pub fn pickle(data: &[u8]) {
-    let Ok(value) = pickle_decode::decode(data, &Limits::default()) else {
+    let decoded = pickle_decode::decode(data, &Limits::default());
+    let general = pickle_decode::decode_general(data, &Limits::default());
+    // Debug, because a NaN float is not equal to itself.
+    assert_eq!(
+        format!("{decoded:?}"),
+        format!("{general:?}"),
+        "fast path and machine disagree"
+    );
+    let Ok(value) = decoded else {
         return;
     };
     let text = repr_string(&value);

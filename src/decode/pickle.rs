@@ -12,6 +12,8 @@
 use std::borrow::Cow;
 use std::mem;
 
+mod flat;
+
 use super::{retype, Pool};
 use crate::value::{Global, Object, Value};
 
@@ -88,6 +90,17 @@ type Result<T> = std::result::Result<T, PickleError>;
 /// that would need code or out-of-band data to load.
 pub fn decode<'a>(input: &'a [u8], limits: &Limits) -> Result<Value<'a>> {
     let mut pool = Pool::default();
+    if let Some(value) = flat::decode(input, limits, &mut Scratch::default(), &mut pool) {
+        return Ok(value);
+    }
+    Machine::new(input, limits, Scratch::default(), &mut pool).run()
+}
+
+/// [`decode`] by the general machine alone, without the fast path for flat records; for
+/// checking that the two agree.
+#[doc(hidden)]
+pub fn decode_general<'a>(input: &'a [u8], limits: &Limits) -> Result<Value<'a>> {
+    let mut pool = Pool::default();
     Machine::new(input, limits, Scratch::default(), &mut pool).run()
 }
 
@@ -105,6 +118,8 @@ pub struct Decoder {
 #[derive(Debug, Default)]
 struct Scratch<'a> {
     stack: Vec<Slot<'a>>,
+    /// The fast path's stack ([`flat`]).
+    values: Vec<Value<'a>>,
     marks: Vec<usize>,
     memo: Vec<Memo<'a>>,
     saved: Vec<Slot<'a>>,
@@ -126,6 +141,7 @@ impl<'a> Scratch<'a> {
         }
         Scratch {
             stack: keep(self.stack),
+            values: keep(self.values),
             marks: keep(self.marks),
             memo: keep(self.memo),
             saved: keep(self.saved),
@@ -151,7 +167,14 @@ impl Decoder {
         limits: &Limits,
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Result<R> {
-        let scratch = mem::take(&mut self.scratch).recycle();
+        let mut scratch = mem::take(&mut self.scratch).recycle();
+        if let Some(value) = flat::decode(input, limits, &mut scratch, &mut self.pool) {
+            self.scratch = scratch.recycle();
+            let out = f(&value);
+            self.pool.recycle(value);
+            return Ok(out);
+        }
+        scratch = scratch.recycle();
         let mut machine = Machine::new(input, limits, scratch, &mut self.pool);
         let result = machine.run();
         self.scratch = machine.into_scratch().recycle();
@@ -356,6 +379,8 @@ struct Machine<'a, 'l> {
     memo: Vec<Memo<'a>>,
     /// Last states of memoized values that left the stack ([`Memo::Saved`]).
     saved: Vec<Slot<'a>>,
+    /// The fast path's stack, unused here, kept for the next record.
+    values: Vec<Value<'a>>,
     /// Values built so far, copies included.
     items: usize,
     /// Values that may still be copied into `saved` when they leave the stack.
@@ -368,6 +393,7 @@ impl<'a, 'l> Machine<'a, 'l> {
     fn new(input: &'a [u8], limits: &'l Limits, scratch: Scratch<'a>, pool: &'l mut Pool) -> Self {
         let Scratch {
             stack,
+            values,
             marks,
             memo,
             saved,
@@ -380,6 +406,7 @@ impl<'a, 'l> Machine<'a, 'l> {
             marks,
             memo,
             saved,
+            values,
             items: 0,
             snapshot_budget: limits.max_items,
             pool,
@@ -390,6 +417,7 @@ impl<'a, 'l> Machine<'a, 'l> {
     fn into_scratch(self) -> Scratch<'a> {
         Scratch {
             stack: self.stack,
+            values: self.values,
             marks: self.marks,
             memo: self.memo,
             saved: self.saved,
@@ -2223,6 +2251,56 @@ mod tests {
                 assert!(dec(&data[..len]).is_err(), "{name} cut at {len}");
             }
         }
+    }
+
+    /// The fast path for flat records must build exactly what the machine builds: checked on
+    /// CPython's records (fixtures and fuzz seeds, every protocol), and on them truncated and
+    /// with bits flipped.
+    #[test]
+    fn fast_path_agrees_with_the_machine() {
+        let seeds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/pickle");
+        let mut samples: Vec<Vec<u8>> = FIXTURES.iter().map(|(_, d)| d.to_vec()).collect();
+        for entry in std::fs::read_dir(seeds).expect("fuzz seeds") {
+            samples.push(std::fs::read(entry.expect("seed").path()).expect("seed"));
+        }
+        let limits = Limits::default();
+        let check = |data: &[u8]| -> bool {
+            let fast = flat::decode(data, &limits, &mut Scratch::default(), &mut Pool::default());
+            if let Some(value) = &fast {
+                let machine = decode_general(data, &limits);
+                assert_eq!(
+                    format!("{:?}", Ok::<_, PickleError>(value)),
+                    format!("{:?}", machine.as_ref()),
+                    "input {data:?}"
+                );
+            }
+            fast.is_some()
+        };
+        let mut fast = 0;
+        for sample in &samples {
+            fast += usize::from(check(sample));
+        }
+        // Protocols 1 to 5 of the plain, exception and extras records at least.
+        assert!(fast >= 15, "only {fast} samples took the fast path");
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut variants = 0;
+        for _ in 0..20_000 {
+            let mut data = samples[rng.below(samples.len())].clone();
+            if rng.below(4) == 0 {
+                data.truncate(rng.below(data.len() + 1));
+            }
+            for _ in 0..rng.below(3) {
+                let at = rng.below(data.len().max(1));
+                if let Some(b) = data.get_mut(at) {
+                    *b ^= 1 << rng.below(8);
+                }
+            }
+            variants += usize::from(check(&data));
+        }
+        assert!(
+            variants > 1_000,
+            "only {variants} variants took the fast path"
+        );
     }
 
     #[test]

@@ -1,0 +1,414 @@
+//! The fast path for the pickle nearly every client sends.
+//!
+//! CPython's `SocketHandler` and `DatagramHandler` pickle a record's `__dict__` with protocol 1:
+//! `EMPTY_DICT`, a memo PUT, then `MARK`, key and value pairs of strings and numbers (most of
+//! them PUT too, a few fetched back with GET), now and then a small list or dict of scalars
+//! (`tags`, an `extra`), `SETITEMS`, `STOP`. [`decode`] reads that shape (in any protocol)
+//! with a stack of plain values, none of the general machine's per-value bookkeeping (weights,
+//! depths, memo tracking of containers) and a memo of scalar copies only. At the first opcode
+//! outside the shape it returns `None` and the caller runs the general machine from the start,
+//! so every result but the simple one, errors included, is the machine's. For the pickles it
+//! accepts it builds the value the machine would (the tests and the `pickle` fuzz target
+//! compare the two).
+
+use std::borrow::Cow;
+
+use super::{
+    decimal_int, long_le, op, trim, utf8, Limits, Memo, Scalar, Scratch, HIGHEST_PROTOCOL,
+};
+use crate::decode::Pool;
+use crate::value::Value;
+
+/// The input, read front to back; every read is bounds-checked and fails with `None`.
+struct Reader<'a> {
+    input: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    #[inline(always)]
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.input.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let input: &'a [u8] = self.input;
+        let end = self.pos.checked_add(n)?;
+        let bytes = input.get(self.pos..end)?;
+        self.pos = end;
+        Some(bytes)
+    }
+
+    #[inline(always)]
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+
+    fn line(&mut self) -> Option<&'a [u8]> {
+        let input: &'a [u8] = self.input;
+        let rest = input.get(self.pos..)?;
+        let n = rest.iter().position(|&b| b == b'\n')?;
+        self.pos += n + 1;
+        Some(&rest[..n])
+    }
+}
+
+/// Decodes `input` when it has the shape described above; `None` means "use the general
+/// machine".
+///
+/// `scratch` comes in empty and is left filled; `pool` gives containers their vectors.
+pub(super) fn decode<'a>(
+    input: &'a [u8],
+    limits: &Limits,
+    scratch: &mut Scratch<'a>,
+    pool: &mut Pool,
+) -> Option<Value<'a>> {
+    // Two container levels (a dict holding a list; see `is_flat`) and two open MARKs at most,
+    // so the machine's depth limit cannot trip on what this path accepts.
+    if limits.max_depth < 3 {
+        return None;
+    }
+    let mut lean = Lean {
+        r: Reader { input, pos: 0 },
+        limits,
+        stack: &mut scratch.values,
+        marks: &mut scratch.marks,
+        memo: &mut scratch.memo,
+        pool,
+        items: 0,
+    };
+    let result = lean.run();
+    if result.is_none() {
+        // The machine starts over; the vectors built so far go back to the pool.
+        for value in lean.stack.drain(..) {
+            lean.pool.recycle(value);
+        }
+    }
+    result
+}
+
+/// Open MARKs allowed at once.
+const MAX_MARKS: usize = 2;
+
+/// The lean machine: a stack of plain values, the MARKs, a memo of scalar copies.
+struct Lean<'a, 's> {
+    r: Reader<'a>,
+    limits: &'s Limits,
+    stack: &'s mut Vec<Value<'a>>,
+    marks: &'s mut Vec<usize>,
+    memo: &'s mut Vec<Memo<'a>>,
+    pool: &'s mut Pool,
+    /// Values built, counted as the machine counts them: one per push.
+    items: usize,
+}
+
+impl<'a> Lean<'a, '_> {
+    fn run(&mut self) -> Option<Value<'a>> {
+        // The memo copy of the value on top, while that is the scalar pushed last; a PUT of
+        // anything else (a container, or nothing above a MARK) takes the slow way.
+        let mut last: Option<Scalar<'a>> = None;
+        loop {
+            let code = self.r.byte()?;
+            let value = match code {
+                op::BINUNICODE => {
+                    let n = u32::from_le_bytes(self.r.array()?);
+                    text(self.r.take(usize::try_from(n).ok()?)?)?
+                }
+                op::SHORT_BINUNICODE => {
+                    let n = self.r.byte()?;
+                    text(self.r.take(n.into())?)?
+                }
+                op::BINPUT => {
+                    let id = self.r.byte()?;
+                    self.put(id.into(), last)?;
+                    continue;
+                }
+                op::LONG_BINPUT => {
+                    let id = u32::from_le_bytes(self.r.array()?);
+                    self.put(id, last)?;
+                    continue;
+                }
+                op::MEMOIZE => {
+                    let id = u32::try_from(self.memo.len()).ok()?;
+                    self.put(id, last)?;
+                    continue;
+                }
+                op::BINGET => {
+                    let id = self.r.byte()?;
+                    self.get(id.into())?
+                }
+                op::LONG_BINGET => {
+                    let id = u32::from_le_bytes(self.r.array()?);
+                    self.get(id)?
+                }
+                op::BININT => Value::Int(i32::from_le_bytes(self.r.array()?).into()),
+                op::BININT1 => Value::Int(self.r.byte()?.into()),
+                op::BININT2 => Value::Int(u16::from_le_bytes(self.r.array()?).into()),
+                op::BINFLOAT => Value::Float(f64::from_be_bytes(self.r.array()?)),
+                op::NONE => Value::None,
+                op::NEWTRUE => Value::Bool(true),
+                op::NEWFALSE => Value::Bool(false),
+                op::INT => {
+                    // Protocol 1 writes booleans as `I01`/`I00`.
+                    let line = self.r.line()?;
+                    match line {
+                        b"00" => Value::Bool(false),
+                        b"01" => Value::Bool(true),
+                        _ => small(decimal_int(trim(line)).ok()?)?,
+                    }
+                }
+                op::LONG => {
+                    // Protocol 1 writes ints beyond 32 bits (thread ids) as text.
+                    let line = trim(self.r.line()?);
+                    let digits = line.strip_suffix(b"L").unwrap_or(line);
+                    Value::Int(digits_int(digits)?)
+                }
+                op::LONG1 => {
+                    let n = self.r.byte()?;
+                    small(long_le(self.r.take(n.into())?).ok()?)?
+                }
+                op::BINUNICODE8 => {
+                    let n = u64::from_le_bytes(self.r.array()?);
+                    text(self.r.take(usize::try_from(n).ok()?)?)?
+                }
+                op::SHORT_BINBYTES => {
+                    let n = self.r.byte()?;
+                    Value::Bytes(Cow::Borrowed(self.r.take(n.into())?))
+                }
+                op::BINBYTES => {
+                    let n = u32::from_le_bytes(self.r.array()?);
+                    Value::Bytes(Cow::Borrowed(self.r.take(usize::try_from(n).ok()?)?))
+                }
+                op::EMPTY_DICT => Value::Dict(self.pool.dict()),
+                op::EMPTY_LIST => Value::List(self.pool.list()),
+                op::EMPTY_TUPLE => Value::Tuple(Vec::new()),
+                op::MARK => {
+                    if self.marks.len() >= MAX_MARKS {
+                        return None;
+                    }
+                    self.marks.push(self.stack.len());
+                    last = None;
+                    continue;
+                }
+                op::SETITEMS => {
+                    let start = self.marks.pop()?;
+                    self.extend(start, true)?;
+                    last = None;
+                    continue;
+                }
+                op::APPENDS => {
+                    let start = self.marks.pop()?;
+                    self.extend(start, false)?;
+                    last = None;
+                    continue;
+                }
+                op::SETITEM => {
+                    let start = self.top_n(2)?;
+                    self.extend(start, true)?;
+                    last = None;
+                    continue;
+                }
+                op::APPEND => {
+                    let start = self.top_n(1)?;
+                    self.extend(start, false)?;
+                    last = None;
+                    continue;
+                }
+                op::TUPLE => {
+                    let start = self.marks.pop()?;
+                    self.tuple(start)?
+                }
+                op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
+                    let start = self.top_n(usize::from(code - op::TUPLE1) + 1)?;
+                    self.tuple(start)?
+                }
+                op::FRAME => {
+                    // Checked like the machine does, then ignored.
+                    let n = u64::from_le_bytes(self.r.array()?);
+                    if n > (self.r.input.len() - self.r.pos) as u64 {
+                        return None;
+                    }
+                    continue;
+                }
+                op::PROTO => {
+                    if self.r.byte()? > HIGHEST_PROTOCOL {
+                        return None;
+                    }
+                    continue;
+                }
+                op::STOP => return self.stop(),
+                _ => return None,
+            };
+            last = scalar(&value);
+            self.items += 1;
+            self.stack.push(value);
+        }
+    }
+
+    fn stop(&mut self) -> Option<Value<'a>> {
+        if self.stack.len() != 1
+            || !self.marks.is_empty()
+            || self.r.pos != self.r.input.len()
+            || self.items > self.limits.max_items
+        {
+            return None;
+        }
+        self.stack.pop()
+    }
+
+    /// Where the values above the last MARK begin.
+    #[inline(always)]
+    fn frame_start(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    /// Where the top `n` values begin; they must all be above the last MARK.
+    #[inline(always)]
+    fn top_n(&self, n: usize) -> Option<usize> {
+        self.stack
+            .len()
+            .checked_sub(n)
+            .filter(|&start| start >= self.frame_start())
+    }
+
+    /// A memo PUT of the top value: a scalar (`last`, when it is the top) is copied, a
+    /// container is marked as not copyable (a GET of it builds a shape this path leaves to the
+    /// machine).
+    #[inline(always)]
+    fn put(&mut self, id: u32, last: Option<Scalar<'a>>) -> Option<()> {
+        let entry = match last {
+            Some(s) => Memo::Copy(s),
+            None => {
+                // Nothing above the last MARK is the machine's StackUnderflow.
+                self.top_n(1)?;
+                Memo::Lost
+            }
+        };
+        let id = id as usize;
+        if id == self.memo.len() && id < self.limits.max_memo {
+            self.memo.push(entry);
+        } else if id < self.memo.len() {
+            self.memo[id] = entry;
+        } else {
+            return None;
+        }
+        Some(())
+    }
+
+    /// A memo GET of a scalar copied at its PUT.
+    #[inline(always)]
+    fn get(&self, id: u32) -> Option<Value<'a>> {
+        match self.memo.get(id as usize)? {
+            Memo::Copy(s) => Some(s.value()),
+            _ => None,
+        }
+    }
+
+    /// Moves the values from `start` up into the dict (`pairs`) or list just below them.
+    fn extend(&mut self, start: usize, pairs: bool) -> Option<()> {
+        let parent = start.checked_sub(1).filter(|&p| p >= self.frame_start())?;
+        let children = &self.stack[start..];
+        if !children.iter().all(is_flat) || (pairs && children.len() % 2 != 0) {
+            return None;
+        }
+        // Taken out so the children can be drained into it, then put back.
+        let mut container = std::mem::replace(&mut self.stack[parent], Value::None);
+        let done = match &mut container {
+            Value::Dict(items) if pairs => {
+                items.reserve(self.stack.len() - start);
+                let mut values = self.stack.drain(start..);
+                while let (Some(k), Some(v)) = (values.next(), values.next()) {
+                    items.push((k, v));
+                }
+                true
+            }
+            Value::List(items) if !pairs => {
+                items.extend(self.stack.drain(start..));
+                true
+            }
+            _ => false,
+        };
+        self.stack[parent] = container;
+        done.then_some(())
+    }
+
+    /// A tuple of the values from `start` up.
+    fn tuple(&mut self, start: usize) -> Option<Value<'a>> {
+        if !self.stack[start..].iter().all(is_flat) {
+            return None;
+        }
+        let mut values = self.pool.list();
+        values.extend(self.stack.drain(start..));
+        Some(Value::Tuple(values))
+    }
+}
+
+/// The memo copy of a value that is a scalar.
+#[inline(always)]
+fn scalar<'a>(value: &Value<'a>) -> Option<Scalar<'a>> {
+    Some(match *value {
+        Value::None => Scalar::None,
+        Value::Bool(b) => Scalar::Bool(b),
+        Value::Int(i) => Scalar::Int(i),
+        Value::Float(f) => Scalar::Float(f),
+        Value::Str(Cow::Borrowed(s)) => Scalar::Str(s),
+        Value::Bytes(Cow::Borrowed(b)) => Scalar::Bytes(b),
+        _ => return None,
+    })
+}
+
+fn is_container(value: &Value<'_>) -> bool {
+    matches!(value, Value::Dict(_) | Value::List(_) | Value::Tuple(_))
+}
+
+/// A scalar, or a container holding only scalars: the only values this path puts inside
+/// another, so nothing it builds nests more than two deep.
+fn is_flat(value: &Value<'_>) -> bool {
+    match value {
+        Value::Dict(pairs) => pairs
+            .iter()
+            .all(|(k, v)| !is_container(k) && !is_container(v)),
+        Value::List(items) | Value::Tuple(items) => !items.iter().any(is_container),
+        _ => true,
+    }
+}
+
+/// Text that borrows from the input; anything the machine would copy (invalid UTF-8) is left
+/// to it.
+#[inline(always)]
+fn text(bytes: &[u8]) -> Option<Value<'_>> {
+    match utf8(bytes) {
+        s @ Cow::Borrowed(_) => Some(Value::Str(s)),
+        Cow::Owned(_) => None,
+    }
+}
+
+/// Up to 18 plain decimal digits (a thread id), which cannot overflow an `i64`; anything else
+/// (a sign, spaces, more digits) goes to the machine's `decimal_int`.
+#[inline]
+fn digits_int(digits: &[u8]) -> Option<i64> {
+    if digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &d in digits {
+        let d = d.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        value = value * 10 + i64::from(d);
+    }
+    Some(value)
+}
+
+/// An integer that fits in 64 bits; a larger one owns its digits and goes to the machine.
+fn small(value: Value<'_>) -> Option<Value<'static>> {
+    match value {
+        Value::Int(i) => Some(Value::Int(i)),
+        Value::Bool(b) => Some(Value::Bool(b)),
+        _ => None,
+    }
+}
