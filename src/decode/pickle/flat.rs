@@ -164,7 +164,10 @@ impl<'a> Lean<'a, '_> {
                     // Protocol 1 writes ints beyond 32 bits (thread ids) as text.
                     let line = trim(self.r.line()?);
                     let digits = line.strip_suffix(b"L").unwrap_or(line);
-                    Value::Int(digits_int(digits)?)
+                    match digits_int(digits) {
+                        Some(i) => Value::Int(i),
+                        None => small(decimal_int(digits).ok()?)?,
+                    }
                 }
                 op::LONG1 => {
                     let n = self.r.byte()?;
@@ -387,7 +390,7 @@ fn text(bytes: &[u8]) -> Option<Value<'_>> {
 }
 
 /// Up to 18 plain decimal digits (a thread id), which cannot overflow an `i64`; anything else
-/// (a sign, spaces, more digits) goes to the machine's `decimal_int`.
+/// (a sign, more digits) is left to `decimal_int`.
 #[inline]
 fn digits_int(digits: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 18 {
