@@ -31,7 +31,9 @@ use crate::Clock;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PopMode {
-    /// `MULTI; LRANGE 0 n-1; LTRIM n -1; EXEC` batches (Logstash with `batch_count > 1`).
+    /// `MULTI; LRANGE 0 n-1; LTRIM n -1; EXEC` batches (Logstash with `batch_count > 1`); an
+    /// empty batch is followed by a `BLPOP` that returns on the next push, so the consumer adds
+    /// no polling delay to the latencies.
     Lrange,
     /// `BLPOP`, one event per round trip (Logstash with `batch_count => 1`).
     Blpop,
@@ -45,6 +47,8 @@ pub enum PopMode {
 const READ_TICK: Duration = Duration::from_millis(200);
 /// How long a connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest wait of the `BLPOP` that follows an empty `lrange` batch.
+pub const WAKE_BLOCK: Duration = Duration::from_millis(10);
 /// Error replies that mean "not now" rather than "never" (a restarted Redis loading its data).
 const TRANSIENT_REPLIES: [&str; 4] = ["LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN"];
 /// Runs besides this one whose records are tallied; more are only counted as foreign.
@@ -472,6 +476,8 @@ pub struct Consumer {
     connected: bool,
     /// The pop command (lrange, blpop) or the read (exact).
     cmd: Vec<u8>,
+    /// `lrange`: a `BLPOP` that waits for the next push after an empty batch.
+    wake: Vec<u8>,
     /// `--consume exact`: the key counting this consumer's trims.
     counter: String,
     /// Trims Redis confirmed (the counter's value).
@@ -512,12 +518,16 @@ impl Consumer {
             }
             PopMode::Exact => encode_command(&[b"LRANGE", key, b"0", last.as_bytes()], &mut cmd),
         }
+        let mut wake = Vec::new();
+        let secs = format!("{:.3}", WAKE_BLOCK.as_secs_f64());
+        encode_command(&[b"BLPOP", key, secs.as_bytes()], &mut wake);
         Consumer {
             counter: format!("{}:pystash-loadtest:{run}:trims", pop.queue),
             pop: pop.clone(),
             conn: None,
             connected: false,
             cmd,
+            wake,
             trims: 0,
             pending_trim: None,
             give_up: None,
@@ -563,6 +573,20 @@ impl Consumer {
     /// connection is dropped and the next call reconnects; [`ConsumeError::is_transient`] says
     /// whether that is worth trying.
     pub fn poll(&mut self) -> Result<usize, ConsumeError> {
+        self.poll_with(false)
+    }
+
+    /// After an empty `lrange` batch: one `BLPOP` that returns as soon as the next event is
+    /// pushed (or after [`WAKE_BLOCK`]), so waiting adds no polling delay to the latencies
+    /// measured. Other modes poll as usual. Returns and fails as [`Self::poll`].
+    ///
+    /// # Errors
+    /// As [`Self::poll`].
+    pub fn poll_wait(&mut self) -> Result<usize, ConsumeError> {
+        self.poll_with(self.pop.mode == PopMode::Lrange)
+    }
+
+    fn poll_with(&mut self, wake: bool) -> Result<usize, ConsumeError> {
         let mut conn = match self.conn.take() {
             Some(c) => c,
             None => {
@@ -576,7 +600,7 @@ impl Consumer {
         };
         let result = match self.pop.mode {
             PopMode::Exact => self.poll_exact(&mut conn),
-            PopMode::Lrange | PopMode::Blpop => self.poll_atomic(&mut conn),
+            PopMode::Lrange | PopMode::Blpop => self.poll_atomic(&mut conn, wake),
         };
         // Replies were all read after an error reply, so the connection is still in step.
         if matches!(result, Ok(_) | Err(ConsumeError::Reply(_))) {
@@ -586,9 +610,13 @@ impl Consumer {
     }
 
     /// `MULTI; LRANGE; LTRIM; EXEC` or `BLPOP`: one atomic pop.
-    fn poll_atomic(&mut self, conn: &mut Conn) -> Result<usize, ConsumeError> {
-        conn.stream.write_all(&self.cmd)?;
-        let mode = self.pop.mode;
+    fn poll_atomic(&mut self, conn: &mut Conn, wake: bool) -> Result<usize, ConsumeError> {
+        let (cmd, mode) = if wake {
+            (&self.wake, PopMode::Blpop)
+        } else {
+            (&self.cmd, self.pop.mode)
+        };
+        conn.stream.write_all(cmd)?;
         let replies = if mode == PopMode::Lrange { 4 } else { 1 };
         let mut n = 0;
         let mut failed = None;

@@ -26,7 +26,7 @@ use crate::Clock;
 const PROGRESS_AFTER: Duration = Duration::from_secs(2);
 /// How often progress is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-/// How long LRANGE polling sleeps on an empty list.
+/// How long `exact` polling sleeps on an empty list.
 const EMPTY_SLEEP: Duration = Duration::from_millis(1);
 /// How long BLPOP blocks.
 const BLPOP_BLOCK: Duration = Duration::from_millis(100);
@@ -89,6 +89,7 @@ fn consume_loop(
     let mut delivered = 0;
     let mut last_event = Instant::now();
     let mut backoff = RETRY_MIN;
+    let mut empty = false;
     loop {
         if deadline.is_none() && live.sending_done.load(Ordering::Acquire) {
             let now = Instant::now();
@@ -96,7 +97,12 @@ fn consume_loop(
             consumer.give_up_at(now + drain.timeout);
             last_event = now;
         }
-        let n = match consumer.poll() {
+        let polled = if empty {
+            consumer.poll_wait()
+        } else {
+            consumer.poll()
+        };
+        let n = match polled {
             Ok(n) => {
                 backoff = RETRY_MIN;
                 n
@@ -140,7 +146,10 @@ fn consume_loop(
                 return (consumer, None);
             }
         }
-        if n == 0 && mode != PopMode::Blpop {
+        // An empty lrange batch is followed by a BLPOP that wakes on the next push; exact
+        // mode (no atomic pop to block on) sleeps.
+        empty = n == 0;
+        if empty && mode == PopMode::Exact {
             thread::sleep(EMPTY_SLEEP);
         }
     }
