@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use pystash::config::RedisTarget;
+use pystash::decode::json::JsonDecoder;
 use pystash::decode::pickle::{self as pickle_decode, Limits};
 use pystash::event::{EventConfig, EventFormat, LogstashVersion};
 use pystash::intake::framing::{decode_datagram, Frame, FrameError, FrameKind, StreamFramer};
@@ -168,8 +169,20 @@ pub fn pickle(data: &[u8]) {
 /// A line frame (JSON or text) to an event, as `Intake` decodes it.
 ///
 /// Input: one line's payload. The decoder's output (v1 and v0), if any, is one JSON object with
-/// `@timestamp`; a rejected line writes nothing.
+/// `@timestamp`; a rejected line writes nothing. The JSON decoder's fast path for flat objects
+/// builds what simd-json builds.
 pub fn json_event(data: &[u8]) {
+    if let Some(fast) = JsonDecoder::new().decode_flat_with(data, |v| format!("{v:?}")) {
+        let mut copy = data.to_vec();
+        let general = JsonDecoder::new()
+            .decode(&mut copy)
+            .map(|v| format!("{v:?}"));
+        assert_eq!(
+            Some(&fast),
+            general.as_ref().ok(),
+            "fast path and simd-json disagree"
+        );
+    }
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     for config in event_configs() {
         let mut decoder = Decoder::new(config);

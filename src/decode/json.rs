@@ -4,6 +4,8 @@
 //! (python-logstash and friends); [`crate::event`] tells them apart. Strings are unescaped in place
 //! by simd-json, so every [`Value::Str`] borrows from the caller's buffer.
 
+mod flat;
+
 use std::borrow::Cow;
 
 use simd_json::{Buffers, ErrorType, Node, StaticNode, Tape};
@@ -88,12 +90,48 @@ impl JsonDecoder {
     }
 
     /// Parses one complete JSON document like [`Self::decode`] and calls `f` with it; the
-    /// value's vectors are kept for the next call, so steady state allocates nothing.
+    /// value's vectors are kept for the next call, so steady state allocates nothing. A flat
+    /// object of plain values (the usual record or event) takes a fast path that leaves
+    /// `input` as it was.
     ///
     /// # Errors
     ///
     /// As [`Self::decode`]; `f` is then not called.
     pub fn decode_with<R>(
+        &mut self,
+        input: &mut [u8],
+        f: impl FnOnce(&Value<'_>) -> R,
+    ) -> Result<R, JsonError> {
+        if let Some(value) = flat::decode(input, &mut self.pool) {
+            let out = f(&value);
+            self.pool.recycle(value);
+            return Ok(out);
+        }
+        self.decode_general_with(input, f)
+    }
+
+    /// The fast path of [`Self::decode_with`] alone: calls `f` and returns its result when
+    /// `input` is a flat object of plain values (strings without escapes, numbers without
+    /// exponents, literals, lists and objects of those one level deep); `None`, without
+    /// calling `f`, for anything else, valid or not. Never writes to `input`.
+    pub fn decode_flat_with<R>(
+        &mut self,
+        input: &[u8],
+        f: impl FnOnce(&Value<'_>) -> R,
+    ) -> Option<R> {
+        let value = flat::decode(input, &mut self.pool)?;
+        let out = f(&value);
+        self.pool.recycle(value);
+        Some(out)
+    }
+
+    /// [`Self::decode_with`] without the fast path: simd-json, which unescapes strings in
+    /// `input`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::decode`]; `f` is then not called.
+    pub fn decode_general_with<R>(
         &mut self,
         input: &mut [u8],
         f: impl FnOnce(&Value<'_>) -> R,
@@ -418,5 +456,90 @@ mod tests {
             assert_eq!(value.get("i"), Some(&Value::Int(i as i64)));
             assert_eq!(value.get("s").unwrap().as_str().unwrap().len(), i * 100);
         }
+    }
+
+    /// The fast path must build exactly what simd-json builds: checked on real lines, edge
+    /// cases, and random edits of them.
+    #[test]
+    fn fast_path_agrees_with_simd_json() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut samples: Vec<Vec<u8>> = vec![
+            std::fs::read(root.join("benches/data/record.json")).expect("sample"),
+            std::fs::read(root.join("benches/data/logstash.json")).expect("sample"),
+        ];
+        for entry in std::fs::read_dir(root.join("fuzz/seeds/json_event")).expect("seeds") {
+            samples.push(std::fs::read(entry.expect("seed").path()).expect("seed"));
+        }
+        for case in [
+            "{}",
+            " {\"a\" : 1 , \"b\":[ ],\"c\":{ }}\r\n",
+            r#"{"n": -0, "m": 0}"#,
+            r#"{"n": -0.0, "m": 0.5, "k": -12.25, "big": 123456789012345678}"#,
+            r#"{"n": 1234567890123456789, "f": 1.7976931348623157, "e": 1e5}"#,
+            r#"{"n": 01}"#,
+            r#"{"n": 1.}"#,
+            r#"{"n": -}"#,
+            r#"{"n": 9223372036854775807, "m": 18446744073709551615}"#,
+            "{\"s\": \"caf\\u00e9\", \"t\": \"caf\u{e9}\", \"u\": \"\u{1F600}\"}",
+            "{\"s\": \"tab\there\"}",
+            r#"{"a": [1, [2]], "b": {"c": {"d": 1}}}"#,
+            r#"{"a": {"b": [1]}}"#,
+            r#"{"a": 1, "a": 2}"#,
+            r#"{"a": true, "b": false, "c": null, "d": tru}"#,
+            r#"{"a": 1} x"#,
+            r#"{"a": 1}}"#,
+            r#"{"a" 1}"#,
+            r#"{1: 1}"#,
+            r#"[1, 2]"#,
+        ] {
+            samples.push(case.as_bytes().to_vec());
+        }
+        let mut pool = Pool::default();
+        let mut general = JsonDecoder::new();
+        let mut check = |data: &[u8]| -> bool {
+            let Some(fast) = flat::decode(data, &mut pool) else {
+                return false;
+            };
+            let mut copy = data.to_vec();
+            let slow = general.decode(&mut copy).map(|v| owned(&v));
+            assert_eq!(
+                format!("{:?}", Ok::<_, JsonError>(owned(&fast))),
+                format!("{slow:?}"),
+                "input {:?}",
+                String::from_utf8_lossy(data)
+            );
+            true
+        };
+        let mut fast = 0;
+        for sample in &samples {
+            fast += usize::from(check(sample));
+        }
+        assert!(fast >= 10, "only {fast} samples took the fast path");
+        // Random edits: bytes that matter to JSON put anywhere, cuts.
+        const BYTES: &[u8] = b"\"\\{}[],:.-+eE0123456789 \t\ntruefalsn\x01\xc3\xa9\xff";
+        let mut rng = 0x853c_49e6_748f_ea9b_u64;
+        let mut next = move |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n.max(1) as u64) as usize
+        };
+        let mut variants = 0;
+        for _ in 0..30_000 {
+            let mut data = samples[next(samples.len())].clone();
+            for _ in 0..1 + next(3) {
+                let at = next(data.len() + 1);
+                match next(3) {
+                    0 => data.insert(at, BYTES[next(BYTES.len())]),
+                    1 if at < data.len() => data[at] = BYTES[next(BYTES.len())],
+                    _ => data.truncate(at.max(1)),
+                }
+            }
+            variants += usize::from(check(&data));
+        }
+        assert!(
+            variants > 1_000,
+            "only {variants} variants took the fast path"
+        );
     }
 }

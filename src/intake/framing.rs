@@ -288,8 +288,9 @@ pub fn decode_datagram(
     Ok((kind, range))
 }
 
+/// The first `needle` in `haystack`, a word (or a vector) at a time.
 fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
+    memchr::memchr(needle, haystack)
 }
 
 #[cfg(test)]

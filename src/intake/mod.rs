@@ -97,21 +97,26 @@ impl Decoder {
             .unwrap_or(payload.len());
         let payload = &mut payload[start..];
         if payload.first() == Some(&b'{') {
-            self.line.clear();
-            self.line.extend_from_slice(payload);
             let format = &self.format;
-            let written = self.json.decode_with(payload, |value| {
+            let mut write = |value: &Value<'_>| {
                 if EventFormat::is_record(value) {
                     format.write_record(value, out)
                 } else {
                     format.write_event(value, now, out)
                 }
-            });
-            if let Ok(written) = written {
-                return written.map_err(|err| {
-                    debug!(%err, "rejected json");
-                    Reject::NotARecord
-                });
+            };
+            let rejected = |err| {
+                debug!(%err, "rejected json");
+                Reject::NotARecord
+            };
+            if let Some(written) = self.json.decode_flat_with(payload, &mut write) {
+                return written.map_err(rejected);
+            }
+            // simd-json unescapes in place: keep the line for the text fallback.
+            self.line.clear();
+            self.line.extend_from_slice(payload);
+            if let Ok(written) = self.json.decode_general_with(payload, &mut write) {
+                return written.map_err(rejected);
             }
             // Not JSON after all: delivered as text, as Logstash's json codec does.
             let line = std::str::from_utf8(&self.line).map_err(|_| Reject::BadUtf8)?;

@@ -1,0 +1,292 @@
+//! The fast path for the JSON line nearly every client sends.
+//!
+//! A record dict or a python-logstash event is one flat object: string keys; values that are
+//! strings without escapes, plain numbers, `true`/`false`/`null`, now and then a list or an
+//! object of those (`tags`, `args`, an extra). [`decode`] reads that shape in one pass, without
+//! simd-json's tape and the conversion after it, and without writing to the line (so the
+//! caller need not keep a copy for the fallback). At the first thing outside the shape (an
+//! escape, an exponent, deeper nesting, anything malformed) it returns `None` and the caller
+//! runs simd-json on the line, so every result but the simple one, errors included, is
+//! simd-json's. For the lines it accepts it builds the value simd-json would (the tests and
+//! the `json_event` fuzz target compare the two).
+
+use std::borrow::Cow;
+
+use crate::decode::Pool;
+use crate::value::Value;
+
+/// Integer digits that always fit in an `i64`.
+const MAX_INT_DIGITS: usize = 18;
+/// Significant digits of a number with a fraction taken here; longer ones go to simd-json.
+const MAX_FLOAT_DIGITS: usize = 19;
+
+/// Decodes `input` when it is a flat object; `None` means "use simd-json".
+pub(super) fn decode<'a>(input: &'a [u8], pool: &mut Pool) -> Option<Value<'a>> {
+    let mut r = Reader { s: input, pos: 0 };
+    r.ws();
+    if r.peek() != Some(b'{') {
+        return None;
+    }
+    let mut pairs = pool.dict();
+    if r.object(&mut pairs, pool, false).is_some() {
+        r.ws();
+        if r.pos == input.len() {
+            return Some(Value::Dict(pairs));
+        }
+    }
+    pool.recycle(Value::Dict(pairs));
+    None
+}
+
+struct Reader<'a> {
+    s: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.pos).copied()
+    }
+
+    /// Skips JSON whitespace.
+    #[inline(always)]
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Expects `b` after optional whitespace.
+    #[inline(always)]
+    fn expect(&mut self, b: u8) -> Option<()> {
+        self.ws();
+        if self.peek() != Some(b) {
+            return None;
+        }
+        self.pos += 1;
+        Some(())
+    }
+
+    /// An object, at its `{`, into `pairs`; `nested` objects hold scalars only.
+    fn object(
+        &mut self,
+        pairs: &mut Vec<(Value<'a>, Value<'a>)>,
+        pool: &mut Pool,
+        nested: bool,
+    ) -> Option<()> {
+        self.pos += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.pos += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            if self.peek() != Some(b'"') {
+                return None;
+            }
+            let key = self.string()?;
+            self.expect(b':')?;
+            self.ws();
+            let value = self.value(pool, nested)?;
+            pairs.push((key, value));
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b'}' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array of scalars, at its `[`.
+    fn array(&mut self, items: &mut Vec<Value<'a>>, pool: &mut Pool) -> Option<()> {
+        self.pos += 1;
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            items.push(self.value(pool, true)?);
+            self.ws();
+            match self.peek()? {
+                b',' => self.pos += 1,
+                b']' => {
+                    self.pos += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A value; containers only when not `nested`.
+    #[inline(always)]
+    fn value(&mut self, pool: &mut Pool, nested: bool) -> Option<Value<'a>> {
+        Some(match self.peek()? {
+            b'"' => self.string()?,
+            b'-' | b'0'..=b'9' => self.number()?,
+            b't' => self.literal(b"true", Value::Bool(true))?,
+            b'f' => self.literal(b"false", Value::Bool(false))?,
+            b'n' => self.literal(b"null", Value::None)?,
+            b'[' if !nested => {
+                let mut items = pool.list();
+                self.array(&mut items, pool)?;
+                Value::List(items)
+            }
+            b'{' if !nested => {
+                let mut pairs = pool.dict();
+                self.object(&mut pairs, pool, true)?;
+                Value::Dict(pairs)
+            }
+            _ => return None,
+        })
+    }
+
+    fn literal(&mut self, word: &[u8], value: Value<'a>) -> Option<Value<'a>> {
+        if !self.s[self.pos..].starts_with(word) {
+            return None;
+        }
+        self.pos += word.len();
+        Some(value)
+    }
+
+    /// A string without escapes, at its opening quote.
+    #[inline(always)]
+    fn string(&mut self) -> Option<Value<'a>> {
+        let s: &'a [u8] = self.s;
+        let start = self.pos + 1;
+        let mut i = start;
+        // Printable ASCII up to the closing quote, eight bytes at a time.
+        loop {
+            match s.get(i..i + 8) {
+                Some(chunk) => {
+                    let mut word = [0; 8];
+                    word.copy_from_slice(chunk);
+                    let mask = special(u64::from_le_bytes(word));
+                    if mask == 0 {
+                        i += 8;
+                        continue;
+                    }
+                    i += (mask.trailing_zeros() / 8) as usize;
+                }
+                None => {
+                    while s.get(i).is_some_and(|&b| !is_special(b)) {
+                        i += 1;
+                    }
+                }
+            }
+            break;
+        }
+        match *s.get(i)? {
+            b'"' => {}
+            b if b >= 0x80 => return self.string_utf8(start),
+            // An escape (simd-json unescapes) or a raw control character (not JSON).
+            _ => return None,
+        }
+        self.pos = i + 1;
+        // Safety: every byte before `i` is printable ASCII, valid UTF-8.
+        let text = unsafe { std::str::from_utf8_unchecked(&s[start..i]) };
+        Some(Value::Str(Cow::Borrowed(text)))
+    }
+
+    /// The rest of [`Self::string`] once a byte above ASCII turned up.
+    #[cold]
+    fn string_utf8(&mut self, start: usize) -> Option<Value<'a>> {
+        let s: &'a [u8] = self.s;
+        let end = start + memchr::memchr2(b'"', b'\\', &s[start..])?;
+        if s[end] == b'\\' {
+            return None;
+        }
+        let bytes = &s[start..end];
+        if bytes.iter().any(|&b| b < 0x20) {
+            return None;
+        }
+        let text = std::str::from_utf8(bytes).ok()?;
+        self.pos = end + 1;
+        Some(Value::Str(Cow::Borrowed(text)))
+    }
+
+    /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, short enough to convert exactly; exponents, `-0` and
+    /// long numbers go to simd-json.
+    fn number(&mut self) -> Option<Value<'a>> {
+        let s: &'a [u8] = self.s;
+        let start = self.pos;
+        let negative = s.get(start) == Some(&b'-');
+        let int_start = start + usize::from(negative);
+        let (magnitude, int_end) = digits(s, int_start);
+        let int_digits = int_end - int_start;
+        if int_digits == 0 || (int_digits > 1 && s[int_start] == b'0') {
+            return None;
+        }
+        match s.get(int_end) {
+            Some(b'.') => {
+                let (_, end) = digits(s, int_end + 1);
+                let frac_digits = end - int_end - 1;
+                if frac_digits == 0
+                    || int_digits + frac_digits > MAX_FLOAT_DIGITS
+                    || matches!(s.get(end), Some(b'e' | b'E'))
+                {
+                    return None;
+                }
+                self.pos = end;
+                // Safety: sign, digits and a dot are ASCII.
+                let text = unsafe { std::str::from_utf8_unchecked(&s[start..end]) };
+                // Rust's parse, like simd-json's, rounds correctly: the same f64.
+                text.parse::<f64>().ok().map(Value::Float)
+            }
+            Some(b'e' | b'E') => None,
+            _ => {
+                if int_digits > MAX_INT_DIGITS || (negative && magnitude == 0) {
+                    return None;
+                }
+                self.pos = int_end;
+                // At most 18 digits: no wrap, and the value fits an i64.
+                let magnitude = magnitude as i64;
+                Some(Value::Int(if negative { -magnitude } else { magnitude }))
+            }
+        }
+    }
+}
+
+/// The decimal digits at `s[i..]`: their value (wrapping past 19 digits; callers check the
+/// count) and where they end.
+#[inline(always)]
+fn digits(s: &[u8], mut i: usize) -> (u64, usize) {
+    let mut value: u64 = 0;
+    while let Some(&b) = s.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        value = value.wrapping_mul(10).wrapping_add(u64::from(d));
+        i += 1;
+    }
+    (value, i)
+}
+
+/// The bytes of `word` a string scan must stop at (a quote, a backslash, a control character,
+/// a byte above ASCII), as the high bit of each; exact up to the first one, which is all the
+/// scan uses. The classic "has zero byte" and "has byte less than" bit tricks.
+#[inline(always)]
+fn special(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
+    control | quote | backslash | (word & HIGHS)
+}
+
+/// [`special`] for one byte.
+#[inline(always)]
+fn is_special(b: u8) -> bool {
+    b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b)
+}
