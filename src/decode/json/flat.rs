@@ -15,8 +15,8 @@ use std::borrow::Cow;
 use crate::decode::Pool;
 use crate::value::Value;
 
-/// Integer digits that always fit in an `i64`.
-const MAX_INT_DIGITS: usize = 18;
+/// Integer digits that always fit in a `u64` (nanosecond timestamps have 19).
+const MAX_INT_DIGITS: usize = 19;
 /// Significant digits of a number with a fraction taken here; longer ones go to simd-json.
 const MAX_FLOAT_DIGITS: usize = 19;
 
@@ -246,10 +246,15 @@ impl<'a> Reader<'a> {
                 if int_digits > MAX_INT_DIGITS || (negative && magnitude == 0) {
                     return None;
                 }
+                // Up to 19 digits fit a u64 exactly; what does not fit an i64 (simd-json's
+                // u64 or out of range) goes to simd-json.
+                let value = if negative {
+                    0i64.checked_sub_unsigned(magnitude)?
+                } else {
+                    i64::try_from(magnitude).ok()?
+                };
                 self.pos = int_end;
-                // At most 18 digits: no wrap, and the value fits an i64.
-                let magnitude = magnitude as i64;
-                Some(Value::Int(if negative { -magnitude } else { magnitude }))
+                Some(Value::Int(value))
             }
         }
     }
