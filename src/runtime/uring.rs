@@ -4,10 +4,11 @@
 //!
 //! - UDP: one multishot `recvmsg` lands datagrams in a provided buffer ring, with their sender
 //!   and the kernel's drop counter (`SO_RXQ_OVFL`) in front of each.
-//! - TCP and unix: multishot `accept`; each connection has one `recv` in flight that picks a
-//!   buffer from a second buffer ring when data arrives. The bytes go to the connection's
-//!   [`StreamConn`] and the buffer goes back at once. When the pipeline is full the `recv` is
-//!   not re-armed, so the data waits in the kernel and the client feels it.
+//! - TCP and unix: multishot `accept`; each connection has one multishot `recv` that fills
+//!   buffers from a second buffer ring as data arrives, so the kernel keeps reading while the
+//!   loop is busy or holding for a batch. The bytes go to the connection's [`StreamConn`] and
+//!   the buffer goes back at once. When the pipeline is full the `recv` is cancelled (what it
+//!   delivers meanwhile is kept), so the rest waits in the kernel and the client feels it.
 //! - Redis: `connect`, `send` from an owned buffer that [`Session::poll_transmit`] fills (a
 //!   second one collects the next commands while one is on the wire), `recv` for the replies.
 //! - Waits are batched: after a turn that found records arriving fast, the next wait asks for
@@ -396,8 +397,16 @@ impl Op {
 struct Conn {
     fd: OwnedFd,
     intake: StreamConn,
-    /// A `recv` is in flight (the connection may not be dropped before it reports back).
+    /// A multishot `recv` is in flight (the connection may not be dropped before its last
+    /// completion, the one without `IORING_CQE_F_MORE`).
     armed: bool,
+    /// Its `recv` is being cancelled because the pipeline is full.
+    cancelling: bool,
+    /// In [`Worker::idle`]: its buffered frames wait for room (or for stream buffers).
+    waiting: bool,
+    /// The peer closed, or the connection failed, while frames waited for room: it ends once
+    /// they are taken.
+    ended: bool,
     /// Shut down by the sweep: what it left unfinished is truncated, not a last frame.
     expired: bool,
 }
@@ -441,8 +450,8 @@ pub struct Worker {
     udp_payload_bytes: usize,
     stream_bufs: BufRing,
     conns: Slab<Conn>,
-    /// Connections whose `recv` is to be armed again (the pipeline was full, or the stream
-    /// buffer ring ran dry).
+    /// Connections waiting to be read again (the pipeline was full, or the stream buffer ring
+    /// ran dry); stale keys are skipped by their `waiting` flag.
     idle: VecDeque<usize>,
     /// Operations submitted and not yet finished (their last completion not seen).
     in_flight: usize,
@@ -838,6 +847,9 @@ impl Worker {
             fd,
             intake: StreamConn::new(peer, self.max_record_bytes, now),
             armed: false,
+            cancelling: false,
+            waiting: false,
+            ended: false,
             expired: false,
         });
         self.arm_conn(key);
@@ -851,15 +863,21 @@ impl Worker {
             return;
         };
         conn.armed = true;
-        let entry = opcode::Recv::new(
-            Fd(conn.fd.as_raw_fd()),
-            std::ptr::null_mut(),
-            STREAM_BUFFER_BYTES as u32,
-        )
-        .buf_group(STREAM_GROUP)
-        .build()
-        .flags(squeue::Flags::BUFFER_SELECT);
+        let entry = opcode::RecvMulti::new(Fd(conn.fd.as_raw_fd()), STREAM_GROUP).build();
         self.push(entry, Op::ConnRecv(tag));
+    }
+
+    /// Stops `key`'s receive: the pipeline is full, so new data should stay in the kernel.
+    fn cancel_conn(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.armed || conn.cancelling {
+            return;
+        }
+        conn.cancelling = true;
+        let target = Op::ConnRecv(key as u32).encode();
+        self.push(opcode::AsyncCancel::new(target).build(), Op::Cancel);
     }
 
     fn handle_conn_recv(&mut self, key: usize, cqe: &cqueue::Entry, now: Instant) {
@@ -867,7 +885,11 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.armed = false;
+        if !cqueue::more(cqe.flags()) {
+            conn.armed = false;
+            conn.cancelling = false;
+        }
+        // Whatever arrived is kept, even while the pipeline is full: the kernel has consumed it.
         if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
             let len = usize::try_from(result).unwrap_or(0);
             conn.intake
@@ -877,40 +899,66 @@ impl Worker {
         }
         let pipeline = self.redis.session.pipeline();
         if conn.expired {
-            self.intake
-                .handle_stream_abort(&mut conn.intake, pipeline, now);
-            self.close(key);
+            // The sweep shut the socket down: the receive ends with 0 soon.
+            if !conn.armed {
+                self.intake
+                    .handle_stream_abort(&mut conn.intake, pipeline, now);
+                self.close(key);
+            }
             return;
         }
         match result {
-            0 => {
-                self.intake
-                    .handle_stream_end(&mut conn.intake, pipeline, now);
-                self.close(key);
-            }
-            n if n > 0 => {
-                if self.closing {
-                    return;
-                }
-                if self.intake.handle_stream(&mut conn.intake, pipeline, now) {
-                    self.arm_conn(key);
-                } else {
-                    // Full: leave the rest in the kernel until Redis takes some.
-                    self.idle.push_back(key);
-                }
-            }
-            n if n == -libc::ENOBUFS => self.idle.push_back(key),
-            n if n == -libc::ECANCELED => {}
+            n if n > 0 || n == -libc::ENOBUFS || n == -libc::ECANCELED => {}
+            0 => conn.ended = true,
             n => {
                 debug!(peer = %conn.intake.peer, err = %io::Error::from_raw_os_error(-n), "connection error");
+                conn.ended = true;
+            }
+        }
+        if self.closing {
+            // `finish` drains and ends every connection still open.
+            if conn.ended && !conn.armed {
                 self.intake
                     .handle_stream_end(&mut conn.intake, pipeline, now);
                 self.close(key);
             }
+            return;
+        }
+        if conn.waiting {
+            // `resume_idle` takes it on once there is room.
+        } else if result == -libc::ENOBUFS {
+            // The stream ring ran dry; the buffers are back by the next turn.
+            conn.waiting = true;
+            self.idle.push_back(key);
+        } else if self.intake.handle_stream(&mut conn.intake, pipeline, now) {
+            if conn.ended {
+                self.end_conn(key, now);
+            } else if !conn.armed {
+                // The kernel ended the receive (cancelled, or for its own reasons): another one.
+                self.arm_conn(key);
+            }
+            return;
+        } else {
+            conn.waiting = true;
+            self.idle.push_back(key);
+        }
+        self.cancel_conn(key);
+    }
+
+    /// `key`'s peer is gone and its frames are taken: the rest becomes a last frame.
+    fn end_conn(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        self.intake
+            .handle_stream_end(&mut conn.intake, self.redis.session.pipeline(), now);
+        if !conn.armed {
+            self.close(key);
         }
     }
 
-    /// Arms the connections that waited for room (or for stream buffers), while there is room.
+    /// Takes on the connections that waited for room (or for stream buffers), while there is
+    /// room: their buffered frames first, then a new receive.
     fn resume_idle(&mut self, now: Instant) {
         for _ in 0..self.idle.len() {
             if self.closing || self.redis.session.pipeline_ref().is_full() {
@@ -922,17 +970,23 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.armed {
+            if !conn.waiting {
                 continue;
             }
-            if self
+            if !self
                 .intake
                 .handle_stream(&mut conn.intake, self.redis.session.pipeline(), now)
             {
-                self.arm_conn(key);
-            } else {
                 self.idle.push_back(key);
+                continue;
             }
+            conn.waiting = false;
+            if conn.ended {
+                self.end_conn(key, now);
+            } else if !conn.armed {
+                self.arm_conn(key);
+            }
+            // Else its cancel has not landed yet; the cancel's completion arms it again.
         }
     }
 
