@@ -62,6 +62,13 @@ const STREAM_BUFFER_BYTES: usize = 32 * 1024;
 const UDP_HEADER_BYTES: usize = RECVMSG_OUT_BYTES + udp::NAME_BYTES + udp::CONTROL_BYTES;
 /// `struct io_uring_recvmsg_out`: four `u32`s.
 const RECVMSG_OUT_BYTES: usize = 16;
+/// Stream bytes one turn takes in before Redis gets its turn. Multishot receives gather
+/// whatever the sockets hold (up to the whole stream ring) while the loop works, so without
+/// a bound one turn could decode for tens of milliseconds with Redis's replies and the next
+/// push waiting behind it, and the pipeline would fill. epoll bounds its reads the same way.
+const STREAM_TURN_BYTES: usize = 1 << 20;
+/// Completions taken from the ring at a time (the budget is checked between takes).
+const REAP_BATCH: usize = 64;
 /// At shutdown, how long cancelled receives get to report back.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
@@ -461,6 +468,8 @@ pub struct Worker {
     redis: Redis,
     batch_wait: BatchWait,
     completions: Vec<cqueue::Entry>,
+    /// Stream bytes taken in this turn (see [`STREAM_TURN_BYTES`]).
+    turn_bytes: usize,
     stats: Arc<Stats>,
     shutdown: Arc<AtomicBool>,
     shutdown_timeout: Duration,
@@ -556,7 +565,8 @@ impl Worker {
                 recv_busy: false,
             },
             batch_wait: BatchWait::default(),
-            completions: Vec::with_capacity(CQ_ENTRIES as usize),
+            completions: Vec::with_capacity(REAP_BATCH),
+            turn_bytes: 0,
             stats,
             shutdown,
             shutdown_timeout: config.shutdown_timeout,
@@ -592,9 +602,14 @@ impl Worker {
         );
         let mut took = 0;
         let mut turn = Instant::now();
+        let mut backlog = false;
         loop {
             let now = Instant::now();
-            let hold = self.batch_wait.handle_turn(took, turn);
+            let mut hold = self.batch_wait.handle_turn(took, turn);
+            if backlog {
+                // Completions are waiting already: nothing to gather.
+                hold = Duration::ZERO;
+            }
             self.arm_listeners();
             self.resume_idle(now);
             self.poll_redis(now);
@@ -613,7 +628,7 @@ impl Worker {
             self.wait(hold, deadline, now);
             turn = Instant::now();
             let before = self.stats.received.load(Ordering::Relaxed);
-            self.reap(turn);
+            backlog = self.reap(turn);
             took = (self.stats.received.load(Ordering::Relaxed) - before) as usize;
             if turn.duration_since(self.last_meminfo) >= Duration::from_secs(1) {
                 self.check_kernel_drops(turn);
@@ -683,14 +698,20 @@ impl Worker {
         }
     }
 
-    /// Takes every completion the ring holds and handles it.
-    fn reap(&mut self, now: Instant) {
+    /// Takes the completions the ring holds and handles them, until a turn's worth of stream
+    /// bytes ([`STREAM_TURN_BYTES`]); the rest stay in the ring for the next turn. Returns
+    /// whether some were left.
+    fn reap(&mut self, now: Instant) -> bool {
         let mut completions = std::mem::take(&mut self.completions);
-        loop {
+        self.turn_bytes = 0;
+        let left = loop {
             completions.clear();
-            completions.extend(self.ring.completion());
+            if self.turn_bytes >= STREAM_TURN_BYTES {
+                break !self.ring.completion().is_empty();
+            }
+            completions.extend(self.ring.completion().take(REAP_BATCH));
             if completions.is_empty() {
-                break;
+                break false;
             }
             for cqe in &completions {
                 if !cqueue::more(cqe.flags()) {
@@ -708,8 +729,9 @@ impl Worker {
                     Some(Op::Cancel) | None => {}
                 }
             }
-        }
+        };
         self.completions = completions;
+        left
     }
 
     fn handle_wake(&mut self, cqe: &cqueue::Entry) {
@@ -892,6 +914,7 @@ impl Worker {
         // Whatever arrived is kept, even while the pipeline is full: the kernel has consumed it.
         if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
             let len = usize::try_from(result).unwrap_or(0);
+            self.turn_bytes += len;
             conn.intake
                 .buf
                 .extend_from_slice(self.stream_bufs.buf(bid, len));
@@ -1070,6 +1093,12 @@ impl Worker {
         redis.send_busy = true;
         let op = Op::RedisSend(redis.generation);
         self.push(entry, op);
+        // On the wire now rather than after the rest of the turn: Redis works while we decode.
+        if let Err(err) = self.ring.submit() {
+            if err.raw_os_error() != Some(libc::EBUSY) {
+                warn!(%err, "io_uring submit failed");
+            }
+        }
     }
 
     fn connect_redis(&mut self) -> Result<(), SinkError> {
