@@ -12,7 +12,9 @@
 //! - Redis: `connect`, `send` from an owned buffer that [`Session::poll_transmit`] fills (a
 //!   second one collects the next commands while one is on the wire), `recv` for the replies.
 //! - Waits are batched: after a turn that found records arriving fast, the next wait asks for
-//!   [`batch::TARGET`] completions or a short timeout ([`BatchWait`]).
+//!   [`batch::TARGET`] completions or a short timeout ([`BatchWait`]), unless a push to Redis
+//!   is on its way. A turn takes at most [`STREAM_TURN_BYTES`] from streams, so Redis gets its
+//!   turn often.
 //!
 //! Every buffer the kernel writes to belongs to a buffer ring that lives as long as the ring, so
 //! dropping or closing a connection never leaves the kernel writing into freed memory.
@@ -606,8 +608,11 @@ impl Worker {
         loop {
             let now = Instant::now();
             let mut hold = self.batch_wait.handle_turn(took, turn);
-            if backlog {
-                // Completions are waiting already: nothing to gather.
+            if backlog || self.redis.send_busy {
+                // Completions are waiting already: nothing to gather. Or a push waits for room
+                // in the socket: with DEFER_TASKRUN the kernel moves it on only while this
+                // thread waits, and a wait held for a batch does not wake for it, so Redis
+                // would go without input for the whole hold.
                 hold = Duration::ZERO;
             }
             self.arm_listeners();
