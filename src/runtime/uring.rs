@@ -4,14 +4,17 @@
 //!
 //! - UDP: one multishot `recvmsg` lands datagrams in a provided buffer ring, with their sender
 //!   and the kernel's drop counter (`SO_RXQ_OVFL`) in front of each.
-//! - TCP and unix: multishot `accept`; each connection has one `recv` in flight that picks a
-//!   buffer from a second buffer ring when data arrives. The bytes go to the connection's
-//!   [`StreamConn`] and the buffer goes back at once. When the pipeline is full the `recv` is
-//!   not re-armed, so the data waits in the kernel and the client feels it.
+//! - TCP and unix: multishot `accept`; each connection has one multishot `recv` that fills
+//!   buffers from a second buffer ring as data arrives, so the kernel keeps reading while the
+//!   loop is busy or holding for a batch. The bytes go to the connection's [`StreamConn`] and
+//!   the buffer goes back at once. When the pipeline is full the `recv` is cancelled (what it
+//!   delivers meanwhile is kept), so the rest waits in the kernel and the client feels it.
 //! - Redis: `connect`, `send` from an owned buffer that [`Session::poll_transmit`] fills (a
 //!   second one collects the next commands while one is on the wire), `recv` for the replies.
 //! - Waits are batched: after a turn that found records arriving fast, the next wait asks for
-//!   [`batch::TARGET`] completions or a short timeout ([`BatchWait`]).
+//!   [`batch::TARGET`] completions or a short timeout ([`BatchWait`]), unless a push to Redis
+//!   is on its way. A turn takes at most [`STREAM_TURN_BYTES`] from streams, so Redis gets its
+//!   turn often.
 //!
 //! Every buffer the kernel writes to belongs to a buffer ring that lives as long as the ring, so
 //! dropping or closing a connection never leaves the kernel writing into freed memory.
@@ -61,6 +64,13 @@ const STREAM_BUFFER_BYTES: usize = 32 * 1024;
 const UDP_HEADER_BYTES: usize = RECVMSG_OUT_BYTES + udp::NAME_BYTES + udp::CONTROL_BYTES;
 /// `struct io_uring_recvmsg_out`: four `u32`s.
 const RECVMSG_OUT_BYTES: usize = 16;
+/// Stream bytes one turn takes in before Redis gets its turn. Multishot receives gather
+/// whatever the sockets hold (up to the whole stream ring) while the loop works, so without
+/// a bound one turn could decode for tens of milliseconds with Redis's replies and the next
+/// push waiting behind it, and the pipeline would fill. epoll bounds its reads the same way.
+const STREAM_TURN_BYTES: usize = 1 << 20;
+/// Completions taken from the ring at a time (the budget is checked between takes).
+const REAP_BATCH: usize = 64;
 /// At shutdown, how long cancelled receives get to report back.
 const CANCEL_GRACE: Duration = Duration::from_secs(1);
 
@@ -396,8 +406,16 @@ impl Op {
 struct Conn {
     fd: OwnedFd,
     intake: StreamConn,
-    /// A `recv` is in flight (the connection may not be dropped before it reports back).
+    /// A multishot `recv` is in flight (the connection may not be dropped before its last
+    /// completion, the one without `IORING_CQE_F_MORE`).
     armed: bool,
+    /// Its `recv` is being cancelled because the pipeline is full.
+    cancelling: bool,
+    /// In [`Worker::idle`]: its buffered frames wait for room (or for stream buffers).
+    waiting: bool,
+    /// The peer closed, or the connection failed, while frames waited for room: it ends once
+    /// they are taken.
+    ended: bool,
     /// Shut down by the sweep: what it left unfinished is truncated, not a last frame.
     expired: bool,
 }
@@ -441,8 +459,8 @@ pub struct Worker {
     udp_payload_bytes: usize,
     stream_bufs: BufRing,
     conns: Slab<Conn>,
-    /// Connections whose `recv` is to be armed again (the pipeline was full, or the stream
-    /// buffer ring ran dry).
+    /// Connections waiting to be read again (the pipeline was full, or the stream buffer ring
+    /// ran dry); stale keys are skipped by their `waiting` flag.
     idle: VecDeque<usize>,
     /// Operations submitted and not yet finished (their last completion not seen).
     in_flight: usize,
@@ -452,6 +470,8 @@ pub struct Worker {
     redis: Redis,
     batch_wait: BatchWait,
     completions: Vec<cqueue::Entry>,
+    /// Stream bytes taken in this turn (see [`STREAM_TURN_BYTES`]).
+    turn_bytes: usize,
     stats: Arc<Stats>,
     shutdown: Arc<AtomicBool>,
     shutdown_timeout: Duration,
@@ -547,7 +567,8 @@ impl Worker {
                 recv_busy: false,
             },
             batch_wait: BatchWait::default(),
-            completions: Vec::with_capacity(CQ_ENTRIES as usize),
+            completions: Vec::with_capacity(REAP_BATCH),
+            turn_bytes: 0,
             stats,
             shutdown,
             shutdown_timeout: config.shutdown_timeout,
@@ -583,9 +604,17 @@ impl Worker {
         );
         let mut took = 0;
         let mut turn = Instant::now();
+        let mut backlog = false;
         loop {
             let now = Instant::now();
-            let hold = self.batch_wait.handle_turn(took, turn);
+            let mut hold = self.batch_wait.handle_turn(took, turn);
+            if backlog || self.redis.send_busy {
+                // Completions are waiting already: nothing to gather. Or a push waits for room
+                // in the socket: with DEFER_TASKRUN the kernel moves it on only while this
+                // thread waits, and a wait held for a batch does not wake for it, so Redis
+                // would go without input for the whole hold.
+                hold = Duration::ZERO;
+            }
             self.arm_listeners();
             self.resume_idle(now);
             self.poll_redis(now);
@@ -604,7 +633,7 @@ impl Worker {
             self.wait(hold, deadline, now);
             turn = Instant::now();
             let before = self.stats.received.load(Ordering::Relaxed);
-            self.reap(turn);
+            backlog = self.reap(turn);
             took = (self.stats.received.load(Ordering::Relaxed) - before) as usize;
             if turn.duration_since(self.last_meminfo) >= Duration::from_secs(1) {
                 self.check_kernel_drops(turn);
@@ -674,14 +703,20 @@ impl Worker {
         }
     }
 
-    /// Takes every completion the ring holds and handles it.
-    fn reap(&mut self, now: Instant) {
+    /// Takes the completions the ring holds and handles them, until a turn's worth of stream
+    /// bytes ([`STREAM_TURN_BYTES`]); the rest stay in the ring for the next turn. Returns
+    /// whether some were left.
+    fn reap(&mut self, now: Instant) -> bool {
         let mut completions = std::mem::take(&mut self.completions);
-        loop {
+        self.turn_bytes = 0;
+        let left = loop {
             completions.clear();
-            completions.extend(self.ring.completion());
+            if self.turn_bytes >= STREAM_TURN_BYTES {
+                break !self.ring.completion().is_empty();
+            }
+            completions.extend(self.ring.completion().take(REAP_BATCH));
             if completions.is_empty() {
-                break;
+                break false;
             }
             for cqe in &completions {
                 if !cqueue::more(cqe.flags()) {
@@ -699,8 +734,9 @@ impl Worker {
                     Some(Op::Cancel) | None => {}
                 }
             }
-        }
+        };
         self.completions = completions;
+        left
     }
 
     fn handle_wake(&mut self, cqe: &cqueue::Entry) {
@@ -838,6 +874,9 @@ impl Worker {
             fd,
             intake: StreamConn::new(peer, self.max_record_bytes, now),
             armed: false,
+            cancelling: false,
+            waiting: false,
+            ended: false,
             expired: false,
         });
         self.arm_conn(key);
@@ -851,15 +890,21 @@ impl Worker {
             return;
         };
         conn.armed = true;
-        let entry = opcode::Recv::new(
-            Fd(conn.fd.as_raw_fd()),
-            std::ptr::null_mut(),
-            STREAM_BUFFER_BYTES as u32,
-        )
-        .buf_group(STREAM_GROUP)
-        .build()
-        .flags(squeue::Flags::BUFFER_SELECT);
+        let entry = opcode::RecvMulti::new(Fd(conn.fd.as_raw_fd()), STREAM_GROUP).build();
         self.push(entry, Op::ConnRecv(tag));
+    }
+
+    /// Stops `key`'s receive: the pipeline is full, so new data should stay in the kernel.
+    fn cancel_conn(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !conn.armed || conn.cancelling {
+            return;
+        }
+        conn.cancelling = true;
+        let target = Op::ConnRecv(key as u32).encode();
+        self.push(opcode::AsyncCancel::new(target).build(), Op::Cancel);
     }
 
     fn handle_conn_recv(&mut self, key: usize, cqe: &cqueue::Entry, now: Instant) {
@@ -867,9 +912,14 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        conn.armed = false;
+        if !cqueue::more(cqe.flags()) {
+            conn.armed = false;
+            conn.cancelling = false;
+        }
+        // Whatever arrived is kept, even while the pipeline is full: the kernel has consumed it.
         if let Some(bid) = cqueue::buffer_select(cqe.flags()) {
             let len = usize::try_from(result).unwrap_or(0);
+            self.turn_bytes += len;
             conn.intake
                 .buf
                 .extend_from_slice(self.stream_bufs.buf(bid, len));
@@ -877,40 +927,66 @@ impl Worker {
         }
         let pipeline = self.redis.session.pipeline();
         if conn.expired {
-            self.intake
-                .handle_stream_abort(&mut conn.intake, pipeline, now);
-            self.close(key);
+            // The sweep shut the socket down: the receive ends with 0 soon.
+            if !conn.armed {
+                self.intake
+                    .handle_stream_abort(&mut conn.intake, pipeline, now);
+                self.close(key);
+            }
             return;
         }
         match result {
-            0 => {
-                self.intake
-                    .handle_stream_end(&mut conn.intake, pipeline, now);
-                self.close(key);
-            }
-            n if n > 0 => {
-                if self.closing {
-                    return;
-                }
-                if self.intake.handle_stream(&mut conn.intake, pipeline, now) {
-                    self.arm_conn(key);
-                } else {
-                    // Full: leave the rest in the kernel until Redis takes some.
-                    self.idle.push_back(key);
-                }
-            }
-            n if n == -libc::ENOBUFS => self.idle.push_back(key),
-            n if n == -libc::ECANCELED => {}
+            n if n > 0 || n == -libc::ENOBUFS || n == -libc::ECANCELED => {}
+            0 => conn.ended = true,
             n => {
                 debug!(peer = %conn.intake.peer, err = %io::Error::from_raw_os_error(-n), "connection error");
+                conn.ended = true;
+            }
+        }
+        if self.closing {
+            // `finish` drains and ends every connection still open.
+            if conn.ended && !conn.armed {
                 self.intake
                     .handle_stream_end(&mut conn.intake, pipeline, now);
                 self.close(key);
             }
+            return;
+        }
+        if conn.waiting {
+            // `resume_idle` takes it on once there is room.
+        } else if result == -libc::ENOBUFS {
+            // The stream ring ran dry; the buffers are back by the next turn.
+            conn.waiting = true;
+            self.idle.push_back(key);
+        } else if self.intake.handle_stream(&mut conn.intake, pipeline, now) {
+            if conn.ended {
+                self.end_conn(key, now);
+            } else if !conn.armed {
+                // The kernel ended the receive (cancelled, or for its own reasons): another one.
+                self.arm_conn(key);
+            }
+            return;
+        } else {
+            conn.waiting = true;
+            self.idle.push_back(key);
+        }
+        self.cancel_conn(key);
+    }
+
+    /// `key`'s peer is gone and its frames are taken: the rest becomes a last frame.
+    fn end_conn(&mut self, key: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        self.intake
+            .handle_stream_end(&mut conn.intake, self.redis.session.pipeline(), now);
+        if !conn.armed {
+            self.close(key);
         }
     }
 
-    /// Arms the connections that waited for room (or for stream buffers), while there is room.
+    /// Takes on the connections that waited for room (or for stream buffers), while there is
+    /// room: their buffered frames first, then a new receive.
     fn resume_idle(&mut self, now: Instant) {
         for _ in 0..self.idle.len() {
             if self.closing || self.redis.session.pipeline_ref().is_full() {
@@ -922,17 +998,23 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            if conn.armed {
+            if !conn.waiting {
                 continue;
             }
-            if self
+            if !self
                 .intake
                 .handle_stream(&mut conn.intake, self.redis.session.pipeline(), now)
             {
-                self.arm_conn(key);
-            } else {
                 self.idle.push_back(key);
+                continue;
             }
+            conn.waiting = false;
+            if conn.ended {
+                self.end_conn(key, now);
+            } else if !conn.armed {
+                self.arm_conn(key);
+            }
+            // Else its cancel has not landed yet; the cancel's completion arms it again.
         }
     }
 
@@ -1016,6 +1098,12 @@ impl Worker {
         redis.send_busy = true;
         let op = Op::RedisSend(redis.generation);
         self.push(entry, op);
+        // On the wire now rather than after the rest of the turn: Redis works while we decode.
+        if let Err(err) = self.ring.submit() {
+            if err.raw_os_error() != Some(libc::EBUSY) {
+                warn!(%err, "io_uring submit failed");
+            }
+        }
     }
 
     fn connect_redis(&mut self) -> Result<(), SinkError> {
