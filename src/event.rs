@@ -1118,18 +1118,28 @@ fn short_words(bytes: &[u8]) -> (u64, u64) {
 }
 
 /// Whether any of the eight bytes in `word` may be `"`, `\` or below 0x20 (no false
-/// negatives; the byte-wise pass after it is exact). The classic "has zero byte" and "has byte
-/// less than" bit tricks.
+/// negatives; the byte-wise pass after it is exact).
 #[inline]
 fn may_need_escape(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    escape_bytes(word) != 0
+}
+
+/// The bytes of `word` that JSON text must escape (`"`, `\`, below 0x20), as the high bit of
+/// each; exact up to the first one (a borrow can flag bytes above it, never below). The classic
+/// "has zero byte" and "has byte less than" bit tricks.
+#[inline(always)]
+pub(crate) fn escape_bytes(word: u64) -> u64 {
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
     let quote = has_zero(word ^ (ONES * u64::from(b'"')));
     let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
-    control | quote | backslash != 0
+    control | quote | backslash
 }
+
+/// One in each byte of a word.
+pub(crate) const ONES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of each byte of a word.
+pub(crate) const HIGHS: u64 = 0x8080_8080_8080_8080;
 
 /// Writes Unix time `unix_seconds` as a JSON string in UTC, `"2024-05-01T12:00:03.250000Z"`.
 ///

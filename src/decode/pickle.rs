@@ -345,7 +345,13 @@ impl<'a> Scalar<'a> {
             // charge that, so it is tracked like a container.
             return None;
         }
-        Some(match slot.value {
+        Self::of_value(&slot.value)
+    }
+
+    /// The copy of a value that is a scalar borrowing or owning nothing on the heap.
+    #[inline(always)]
+    fn of_value(value: &Value<'a>) -> Option<Self> {
+        Some(match *value {
             Value::None => Scalar::None,
             Value::Bool(b) => Scalar::Bool(b),
             Value::Int(i) => Scalar::Int(i),

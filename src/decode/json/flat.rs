@@ -13,6 +13,7 @@
 use std::borrow::Cow;
 
 use crate::decode::Pool;
+use crate::event::{escape_bytes, HIGHS};
 use crate::value::Value;
 
 /// Integer digits that always fit in a `u64` (nanosecond timestamps have 19).
@@ -278,16 +279,10 @@ fn digits(s: &[u8], mut i: usize) -> (u64, usize) {
 
 /// The bytes of `word` a string scan must stop at (a quote, a backslash, a control character,
 /// a byte above ASCII), as the high bit of each; exact up to the first one, which is all the
-/// scan uses. The classic "has zero byte" and "has byte less than" bit tricks.
+/// scan uses.
 #[inline(always)]
 fn special(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
-    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
-    control | quote | backslash | (word & HIGHS)
+    escape_bytes(word) | (word & HIGHS)
 }
 
 /// [`special`] for one byte.

@@ -245,7 +245,7 @@ impl<'a> Lean<'a, '_> {
                 op::STOP => return self.stop(),
                 _ => return None,
             };
-            last = scalar(&value);
+            last = Scalar::of_value(&value);
             self.items += 1;
             self.stack.push(value);
         }
@@ -347,20 +347,6 @@ impl<'a> Lean<'a, '_> {
         values.extend(self.stack.drain(start..));
         Some(Value::Tuple(values))
     }
-}
-
-/// The memo copy of a value that is a scalar.
-#[inline(always)]
-fn scalar<'a>(value: &Value<'a>) -> Option<Scalar<'a>> {
-    Some(match *value {
-        Value::None => Scalar::None,
-        Value::Bool(b) => Scalar::Bool(b),
-        Value::Int(i) => Scalar::Int(i),
-        Value::Float(f) => Scalar::Float(f),
-        Value::Str(Cow::Borrowed(s)) => Scalar::Str(s),
-        Value::Bytes(Cow::Borrowed(b)) => Scalar::Bytes(b),
-        _ => return None,
-    })
 }
 
 fn is_container(value: &Value<'_>) -> bool {
