@@ -247,16 +247,16 @@ impl<'a> Lean<'a, '_> {
             };
             last = Scalar::of_value(&value);
             self.items += 1;
+            if self.items > self.limits.max_items {
+                // Over the budget as the machine counts it: its TooLarge.
+                return None;
+            }
             self.stack.push(value);
         }
     }
 
     fn stop(&mut self) -> Option<Value<'a>> {
-        if self.stack.len() != 1
-            || !self.marks.is_empty()
-            || self.r.pos != self.r.input.len()
-            || self.items > self.limits.max_items
-        {
+        if self.stack.len() != 1 || !self.marks.is_empty() || self.r.pos != self.r.input.len() {
             return None;
         }
         self.stack.pop()
