@@ -12,7 +12,7 @@ use crate::value::{Object, Value};
 
 /// Longest rendering of one value, in bytes; longer ones are cut and end with [`ELLIPSIS`].
 pub const MAX_REPR_BYTES: usize = 64 * 1024;
-/// Marks a rendering cut at [`MAX_REPR_BYTES`] or at [`MAX_REPR_DEPTH`].
+/// Marks a rendering cut at [`MAX_REPR_BYTES`] or at `MAX_REPR_DEPTH`.
 pub const ELLIPSIS: &str = "...";
 /// Deepest nesting rendered; the pickle decoder never builds deeper values.
 const MAX_REPR_DEPTH: usize = 200;

@@ -1,4 +1,4 @@
-//! Frame payloads to [`Value`](crate::Value)s: pure, bounded, no code execution.
+//! Frame payloads to [`Value`]s: pure, bounded, no code execution.
 
 pub mod json;
 pub mod pickle;

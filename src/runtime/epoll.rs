@@ -1,7 +1,7 @@
 //! The readiness-based engine (epoll through mio): one thread per worker owning its UDP socket,
 //! TCP and unix listeners, their connections and its Redis connection. Reads are batched per
 //! wakeup (`recvmmsg` for datagrams, large reads for streams), and under load the loop holds off
-//! its next wait a little ([`BatchWait`]) so that each wakeup finds many records.
+//! its next wait a little (`batch::BatchWait`) so that each wakeup finds many records.
 
 use std::collections::VecDeque;
 use std::io;

@@ -1,7 +1,7 @@
 //! Runs the proxy: binds the sockets, picks the I/O engine, starts one worker per core, waits
 //! for SIGINT/SIGTERM, reports counters. The per-worker loops live in [`uring`] (io_uring) and
 //! [`epoll`]; both feed the same [`Intake`](crate::intake::Intake) and Redis
-//! [`Session`](crate::redis::session::Session), and pace themselves with [`batch`].
+//! [`Session`](crate::redis::session::Session), and pace themselves with `batch`.
 
 pub(crate) mod batch;
 pub mod epoll;

@@ -12,7 +12,7 @@
 //! - Redis: `connect`, `send` from an owned buffer that [`Session::poll_transmit`] fills (a
 //!   second one collects the next commands while one is on the wire), `recv` for the replies.
 //! - Waits are batched: after a turn that found records arriving fast, the next wait asks for
-//!   [`batch::TARGET`] completions or a short timeout ([`BatchWait`]), unless a push to Redis
+//!   `batch::TARGET` completions or a short timeout (`BatchWait`), unless a push to Redis
 //!   is on its way. A turn takes at most `STREAM_TURN_BYTES` from streams, so Redis gets its
 //!   turn often.
 //!
