@@ -6,6 +6,8 @@
 //!
 //! Pure: no I/O. A claimed length is compared with the limit before anything is reserved.
 
+use std::ops::Range;
+
 use bytes::{Buf, BytesMut};
 use thiserror::Error;
 
@@ -25,6 +27,19 @@ pub struct Frame {
     pub kind: FrameKind,
     /// The frame without its length prefix or line ending.
     pub payload: BytesMut,
+}
+
+/// A complete frame at the front of the caller's buffer, not yet taken off it: `buf[payload]`
+/// is the payload, and the caller advances `buf` by `len` (prefix and line end included) once
+/// it is handled, before asking for the next frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameAt {
+    /// How the frame was delimited, which says how to decode it.
+    pub kind: FrameKind,
+    /// Where the payload is in the buffer.
+    pub payload: Range<usize>,
+    /// Bytes the frame takes up at the front of the buffer.
+    pub len: usize,
 }
 
 /// A frame the framer had to throw away. The stream stays usable.
@@ -106,6 +121,25 @@ impl StreamFramer {
     /// # Errors
     /// [`FrameError::Oversized`] for a frame over the limit.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        Ok(self.decode_at(buf)?.map(|at| {
+            let mut payload = buf.split_to(at.len);
+            payload.truncate(at.payload.end);
+            payload.advance(at.payload.start);
+            Frame {
+                kind: at.kind,
+                payload,
+            }
+        }))
+    }
+
+    /// Finds the next complete frame at the front of `buf` without taking it off, as
+    /// [`Self::decode`] does otherwise (bad frames and blank lines are skipped, so they are off
+    /// `buf` already). The caller decodes `buf[at.payload]` in place and then advances `buf`
+    /// by `at.len`; a frame needs no buffer of its own.
+    ///
+    /// # Errors
+    /// As [`Self::decode`].
+    pub fn decode_at(&mut self, buf: &mut BytesMut) -> Result<Option<FrameAt>, FrameError> {
         loop {
             match self.skip {
                 Skip::None => {}
@@ -138,13 +172,16 @@ impl StreamFramer {
             }
             match self.decode_line(buf)? {
                 // Blank lines (keep-alives, `\r\n` separators) carry no record.
-                Some(frame) if frame.payload.iter().all(u8::is_ascii_whitespace) => continue,
+                Some(at) if buf[at.payload.clone()].iter().all(u8::is_ascii_whitespace) => {
+                    buf.advance(at.len);
+                    continue;
+                }
                 other => return Ok(other),
             }
         }
     }
 
-    fn decode_prefixed(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    fn decode_prefixed(&mut self, buf: &mut BytesMut) -> Result<Option<FrameAt>, FrameError> {
         let Some(prefix) = buf.get(..PREFIX_LEN) else {
             return Ok(None);
         };
@@ -163,32 +200,32 @@ impl StreamFramer {
             buf.reserve(PREFIX_LEN + len - buf.len());
             return Ok(None);
         }
-        buf.advance(PREFIX_LEN);
-        Ok(Some(Frame {
+        Ok(Some(FrameAt {
             kind: FrameKind::Pickle,
-            payload: buf.split_to(len),
+            payload: PREFIX_LEN..PREFIX_LEN + len,
+            len: PREFIX_LEN + len,
         }))
     }
 
-    fn decode_line(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    fn decode_line(&mut self, buf: &mut BytesMut) -> Result<Option<FrameAt>, FrameError> {
         // A line may be max_frame_bytes long plus its `\r\n`.
         let window = buf.len().min(self.max_frame_bytes + 2);
         match memchr(b'\n', &buf[self.scanned.min(window)..window]) {
             Some(i) => {
                 let end = self.scanned.min(window) + i + 1;
                 self.scanned = 0;
-                let mut payload = buf.split_to(end);
-                let len = trim_line_end(&payload).len();
+                let len = trim_line_end(&buf[..end]).len();
                 if len > self.max_frame_bytes {
+                    buf.advance(end);
                     return Err(FrameError::Oversized {
                         claimed: len as u64,
                         limit: self.max_frame_bytes,
                     });
                 }
-                payload.truncate(len);
-                Ok(Some(Frame {
+                Ok(Some(FrameAt {
                     kind: FrameKind::Line,
-                    payload,
+                    payload: 0..len,
+                    len: end,
                 }))
             }
             None if window > self.max_frame_bytes + 1 => {
@@ -261,7 +298,7 @@ impl StreamFramer {
 pub fn decode_datagram(
     datagram: &[u8],
     max_frame_bytes: usize,
-) -> Result<(FrameKind, std::ops::Range<usize>), FrameError> {
+) -> Result<(FrameKind, Range<usize>), FrameError> {
     let (kind, range) = match datagram.first() {
         Some(&first) if is_prefix_start(first) => {
             let actual = datagram.len().saturating_sub(PREFIX_LEN);

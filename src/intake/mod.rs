@@ -8,8 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::BytesMut;
-use framing::{FrameError, FrameKind, StreamFramer};
+use bytes::{Buf, BytesMut};
+use framing::{FrameAt, FrameError, FrameKind, StreamFramer};
 use tracing::{debug, warn};
 
 use crate::decode::json::JsonDecoder;
@@ -282,16 +282,10 @@ impl Intake {
             if pipeline.is_full() {
                 return false;
             }
-            match conn.framer.decode(&mut conn.buf) {
-                Ok(Some(mut frame)) => {
+            match conn.framer.decode_at(&mut conn.buf) {
+                Ok(Some(at)) => {
                     conn.last_frame = now;
-                    self.take_frame(
-                        frame.kind,
-                        &mut frame.payload,
-                        &conn.peer as &dyn fmt::Display,
-                        pipeline,
-                        now,
-                    )
+                    self.take_frame_at(conn, at, pipeline, now);
                 }
                 Ok(None) => return true,
                 Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
@@ -340,18 +334,32 @@ impl Intake {
     /// Takes every complete frame `conn` holds, room in the pipeline or not.
     fn take_complete(&mut self, conn: &mut StreamConn, pipeline: &mut Pipeline, now: Instant) {
         loop {
-            match conn.framer.decode(&mut conn.buf) {
-                Ok(Some(mut frame)) => self.take_frame(
-                    frame.kind,
-                    &mut frame.payload,
-                    &conn.peer as &dyn fmt::Display,
-                    pipeline,
-                    now,
-                ),
+            match conn.framer.decode_at(&mut conn.buf) {
+                Ok(Some(at)) => self.take_frame_at(conn, at, pipeline, now),
                 Ok(None) => break,
                 Err(err) => self.reject(err, &conn.peer as &dyn fmt::Display, now),
             }
         }
+    }
+
+    /// Takes the frame at the front of `conn`'s buffer, decoding it where it lies (no buffer
+    /// of its own), then moves past it.
+    fn take_frame_at(
+        &mut self,
+        conn: &mut StreamConn,
+        at: FrameAt,
+        pipeline: &mut Pipeline,
+        now: Instant,
+    ) {
+        let payload = &mut conn.buf[at.payload];
+        self.take_frame(
+            at.kind,
+            payload,
+            &conn.peer as &dyn fmt::Display,
+            pipeline,
+            now,
+        );
+        conn.buf.advance(at.len);
     }
 
     fn take_frame(
