@@ -102,12 +102,10 @@ impl JsonDecoder {
         input: &mut [u8],
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Result<R, JsonError> {
-        if let Some(value) = flat::decode(input, &mut self.pool) {
-            let out = f(&value);
-            self.pool.recycle(value);
-            return Ok(out);
+        match flat::decode(input, &mut self.pool) {
+            Some(value) => Ok(self.hand_over(value, f)),
+            None => self.decode_general_with(input, f),
         }
-        self.decode_general_with(input, f)
     }
 
     /// The fast path of [`Self::decode_with`] alone: calls `f` and returns its result when
@@ -120,9 +118,7 @@ impl JsonDecoder {
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Option<R> {
         let value = flat::decode(input, &mut self.pool)?;
-        let out = f(&value);
-        self.pool.recycle(value);
-        Some(out)
+        Some(self.hand_over(value, f))
     }
 
     /// [`Self::decode_with`] without the fast path: simd-json, which unescapes strings in
@@ -137,9 +133,14 @@ impl JsonDecoder {
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Result<R, JsonError> {
         let value = self.decode(input)?;
+        Ok(self.hand_over(value, f))
+    }
+
+    /// Calls `f` with `value`, then keeps the value's vectors for the next record.
+    fn hand_over<R>(&mut self, value: Value<'_>, f: impl FnOnce(&Value<'_>) -> R) -> R {
         let out = f(&value);
         self.pool.recycle(value);
-        Ok(out)
+        out
     }
 }
 

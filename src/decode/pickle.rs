@@ -168,16 +168,18 @@ impl Decoder {
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Result<R> {
         let mut scratch = mem::take(&mut self.scratch).recycle();
-        if let Some(value) = flat::decode(input, limits, &mut scratch, &mut self.pool) {
-            self.scratch = scratch.recycle();
-            let out = f(&value);
-            self.pool.recycle(value);
-            return Ok(out);
-        }
-        scratch = scratch.recycle();
-        let mut machine = Machine::new(input, limits, scratch, &mut self.pool);
-        let result = machine.run();
-        self.scratch = machine.into_scratch().recycle();
+        let result = match flat::decode(input, limits, &mut scratch, &mut self.pool) {
+            Some(value) => {
+                self.scratch = scratch.recycle();
+                Ok(value)
+            }
+            None => {
+                let mut machine = Machine::new(input, limits, scratch.recycle(), &mut self.pool);
+                let result = machine.run();
+                self.scratch = machine.into_scratch().recycle();
+                result
+            }
+        };
         let value = result?;
         let out = f(&value);
         self.pool.recycle(value);
