@@ -151,8 +151,7 @@ trap 'exit 130' INT TERM
 # UDP_PORT, QUEUE.
 start_proxy() {
   local proxy=$1 log=$2
-  TCP_PORT=$(free_port)
-  UDP_PORT=$(free_port)
+  read -r TCP_PORT UDP_PORT < <(free_ports 2)
   QUEUE=bench-$proxy
   case "$proxy" in
     rsyslog)

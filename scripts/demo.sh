@@ -32,15 +32,8 @@ else
 fi
 bin="${CARGO_TARGET_DIR:-target}/$profile/pystash"
 
-free_port() { # $1: stream or dgram
-  python3 - "$1" <<'PY'
-import socket, sys
-kind = socket.SOCK_STREAM if sys.argv[1] == "stream" else socket.SOCK_DGRAM
-s = socket.socket(socket.AF_INET, kind)
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-PY
-}
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 work="$(mktemp -d)"
 pids=()
@@ -68,9 +61,7 @@ wait_for() {
   done
 }
 
-redis_port="$(free_port stream)"
-tcp_port="$(free_port stream)"
-udp_port="$(free_port dgram)"
+read -r redis_port tcp_port udp_port < <(free_ports 3)
 
 echo "== redis-server on 127.0.0.1:$redis_port"
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \

@@ -98,7 +98,10 @@ start_pystash() { # LOG
     --redis-host 127.0.0.1 --redis-port "$REDIS_PORT" --stats-interval 0 \
     --metrics "127.0.0.1:$METRICS_PORT" --shutdown-timeout 30 "${ENGINE_FLAG[@]}" "${PYSTASH_FLAGS[@]}" 2>>"$1" &
   PYSTASH_PID=$!
-  wait_port "$TCP_PORT" "$PYSTASH_PID" 400 || { echo "pystash did not start" >&2; return 1; }
+  wait_port "$TCP_PORT" "$PYSTASH_PID" 400 && return 0
+  echo "pystash did not start; the end of $1:" >&2
+  tail -n 20 "$1" | sed 's/^/   /' >&2
+  return 1
 }
 
 # SIGTERM pystash, wait for it; its exit status goes to PYSTASH_STATUS.
@@ -171,7 +174,7 @@ run_scenario() {
   local name=$1 dir spool=0 aof=()
   dir=$OUT/$name
   mkdir -p "$dir/redis"
-  REDIS_PORT=$(free_port) TCP_PORT=$(free_port) UDP_PORT=$(free_port) METRICS_PORT=$(free_port)
+  read -r REDIS_PORT TCP_PORT UDP_PORT METRICS_PORT < <(free_ports 4)
   PYSTASH_FLAGS=()
   case $name in
     redis-kill) aof=(--appendonly yes --appendfsync always) ;;
@@ -186,7 +189,14 @@ run_scenario() {
   echo "== $name (pystash ${PYSTASH_FLAGS[*]})" >&2
   # proxy-kill: Redis is down from the start (the consumer waits for it).
   [ "$name" = proxy-kill ] || start_redis "$dir/redis" "${aof[@]}"
-  start_pystash "$dir/pystash.log"
+  # A port that another process took between the choice and the bind is the host's doing, not
+  # pystash's: choose again, once. Any other failure to start fails the run.
+  if ! start_pystash "$dir/pystash.log"; then
+    grep -q 'cannot listen on' "$dir/pystash.log" || return 1
+    read -r TCP_PORT UDP_PORT METRICS_PORT < <(free_ports 3 "$REDIS_PORT")
+    echo "--- ports taken; again on tcp $TCP_PORT, udp $UDP_PORT, metrics $METRICS_PORT" >>"$dir/pystash.log"
+    start_pystash "$dir/pystash.log"
+  fi
   ENGINE_SEEN=$(sed -n 's/.*pystash listening.* engine="\([a-z_]*\)".*/\1/p' "$dir/pystash.log" | head -1)
   start_load "$dir"
   sleep "$FAULT_AT"

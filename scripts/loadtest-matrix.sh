@@ -65,8 +65,7 @@ fi
 
 summaries=()
 for engine in $ENGINES; do
-  TCP_PORT=$(free_port)
-  UDP_PORT=$(free_port)
+  read -r TCP_PORT UDP_PORT < <(free_ports 2)
   SOCK="$OUT/pystash-$engine.sock"
   engine_flag=()
   [ "$engine" != default ] && engine_flag=(--io-engine "$engine")
