@@ -228,7 +228,7 @@ impl<'a> Reader<'a> {
         }
         match s.get(int_end) {
             Some(b'.') => {
-                let (_, end) = digits(s, int_end + 1);
+                let (fraction, end) = digits(s, int_end + 1);
                 let frac_digits = end - int_end - 1;
                 if frac_digits == 0
                     || int_digits + frac_digits > MAX_FLOAT_DIGITS
@@ -237,6 +237,14 @@ impl<'a> Reader<'a> {
                     return None;
                 }
                 self.pos = end;
+                // At most 19 digits: the mantissa is exact in a u64. When it is also exact in
+                // an f64 and so is the power of ten, one division rounds correctly (Clinger's
+                // fast path, which Rust's parse also takes first, after parsing the text again).
+                let mantissa = magnitude * POW10_U64[frac_digits] + fraction;
+                if mantissa <= 1 << 53 {
+                    let value = mantissa as f64 / POW10_F64[frac_digits];
+                    return Some(Value::Float(if negative { -value } else { value }));
+                }
                 // Safety: sign, digits and a dot are ASCII.
                 let text = unsafe { std::str::from_utf8_unchecked(&s[start..end]) };
                 // Rust's parse, like simd-json's, rounds correctly: the same f64.
@@ -260,6 +268,27 @@ impl<'a> Reader<'a> {
         }
     }
 }
+
+/// Powers of ten up to the most fraction digits [`Reader::number`] takes, each exact.
+const POW10_U64: [u64; MAX_FLOAT_DIGITS + 1] = {
+    let mut table = [1; MAX_FLOAT_DIGITS + 1];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+/// The same as `f64`; exact, as every power of ten up to 1e22 is.
+const POW10_F64: [f64; MAX_FLOAT_DIGITS + 1] = {
+    let mut table = [1.0; MAX_FLOAT_DIGITS + 1];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = POW10_U64[i] as f64;
+        i += 1;
+    }
+    table
+};
 
 /// The decimal digits at `s[i..]`: their value (wrapping past 19 digits; callers check the
 /// count) and where they end.
@@ -289,4 +318,52 @@ fn special(word: u64) -> u64 {
 #[inline(always)]
 fn is_special(b: u8) -> bool {
     b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbers with a fraction, of every digit count taken here, read as Rust's parse reads
+    /// them: the division shortcut must round as the full algorithm does.
+    #[test]
+    fn fractions_round_like_parse() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut pool = Pool::default();
+        for _ in 0..200_000 {
+            let total = 2 + (next() % (MAX_FLOAT_DIGITS as u64 - 1)) as usize;
+            let int_digits = 1 + (next() % (total as u64 - 1)) as usize;
+            let mut text = String::new();
+            if next() % 2 == 0 {
+                text.push('-');
+            }
+            for i in 0..total {
+                if i == int_digits {
+                    text.push('.');
+                }
+                let digit = (next() % 10) as u8;
+                // No leading zero before more integer digits.
+                let digit = if i == 0 && int_digits > 1 {
+                    digit.max(1)
+                } else {
+                    digit
+                };
+                text.push(char::from(b'0' + digit));
+            }
+            let line = format!("{{\"n\": {text}}}");
+            let value = decode(line.as_bytes(), &mut pool).expect("fast path");
+            let want: f64 = text.parse().unwrap();
+            match value.get("n") {
+                Some(Value::Float(got)) => assert_eq!(got.to_bits(), want.to_bits(), "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+            pool.recycle(value);
+        }
+    }
 }
