@@ -16,7 +16,7 @@ fn digits(n: usize) -> usize {
 }
 
 /// Bytes of one bulk string `$<len>\r\n<bytes>\r\n`.
-fn bulk_len(len: usize) -> usize {
+pub fn bulk_len(len: usize) -> usize {
     1 + digits(len) + 2 + len + 2
 }
 
@@ -37,7 +37,8 @@ fn write_header(out: &mut Vec<u8>, tag: u8, n: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn write_bulk(out: &mut Vec<u8>, arg: &[u8]) {
+/// Appends one bulk string, a command's argument, to `out` ([`bulk_len`] bytes).
+pub fn write_bulk(out: &mut Vec<u8>, arg: &[u8]) {
     write_header(out, b'$', arg.len());
     out.extend_from_slice(arg);
     out.extend_from_slice(b"\r\n");
@@ -52,6 +53,25 @@ pub fn write_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     }
 }
 
+/// Appends the start of `<command> <key> <value>...` to `out`, for `values` values that the
+/// caller appends next as bulk strings ([`write_bulk`], or copies of ones written before) of
+/// `value_bytes` in all; reserves room for them too.
+pub fn write_push_header(
+    out: &mut Vec<u8>,
+    command: &[u8],
+    key: &[u8],
+    values: usize,
+    value_bytes: usize,
+) {
+    let count = 2 + values;
+    out.reserve(
+        1 + digits(count) + 2 + bulk_len(command.len()) + bulk_len(key.len()) + value_bytes,
+    );
+    write_header(out, b'*', count);
+    write_bulk(out, command);
+    write_bulk(out, key);
+}
+
 /// Appends `<command> <key> <value>...` (e.g. a multi-value RPUSH) to `out`.
 ///
 /// `values` is iterated twice: once to size the command, once to write it.
@@ -59,14 +79,10 @@ pub fn write_push<'v, I>(out: &mut Vec<u8>, command: &[u8], key: &[u8], values: 
 where
     I: Iterator<Item = &'v [u8]> + Clone,
 {
-    let lens = [command.len(), key.len()]
-        .into_iter()
-        .chain(values.clone().map(<[u8]>::len));
-    let count = 2 + values.clone().count();
-    out.reserve(command_len(lens));
-    write_header(out, b'*', count);
-    write_bulk(out, command);
-    write_bulk(out, key);
+    let (count, bytes) = values
+        .clone()
+        .fold((0, 0), |(n, b), v| (n + 1, b + bulk_len(v.len())));
+    write_push_header(out, command, key, count, bytes);
     for value in values {
         write_bulk(out, value);
     }
