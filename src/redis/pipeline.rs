@@ -169,6 +169,7 @@ struct Chunk {
 
 impl Arena {
     /// Stores `event` as a bulk string; the entry has no tag yet.
+    #[inline]
     fn append(&mut self, event: &[u8]) -> Entry {
         let bulk = resp::bulk_len(event.len());
         let room = self
