@@ -212,6 +212,9 @@ impl StreamConn {
 pub struct Intake {
     decoder: Decoder,
     event: Vec<u8>,
+    /// When the bytes being framed arrived, read from the clock once per call, at the first
+    /// line that needs it (pickled records carry their own time).
+    arrival: Option<SystemTime>,
     max_record_bytes: usize,
     stats: Arc<Stats>,
     rejects: RejectLog,
@@ -223,6 +226,7 @@ impl Intake {
         Intake {
             decoder: Decoder::new(event),
             event: Vec::with_capacity(4096),
+            arrival: None,
             max_record_bytes,
             stats,
             rejects: RejectLog::default(),
@@ -248,6 +252,7 @@ impl Intake {
             Stats::add(&self.stats.dropped_buffer_full, 1);
             return;
         }
+        self.arrival = None;
         match framing::decode_datagram(datagram, self.max_record_bytes) {
             Ok((kind, range)) => self.take_frame(kind, &mut datagram[range], peer, pipeline, now),
             Err(err) => self.reject(err, peer, now),
@@ -278,6 +283,7 @@ impl Intake {
         now: Instant,
     ) -> bool {
         conn.last_read = now;
+        self.arrival = None;
         loop {
             if pipeline.is_full() {
                 return false;
@@ -333,6 +339,7 @@ impl Intake {
 
     /// Takes every complete frame `conn` holds, room in the pipeline or not.
     fn take_complete(&mut self, conn: &mut StreamConn, pipeline: &mut Pipeline, now: Instant) {
+        self.arrival = None;
         loop {
             match conn.framer.decode_at(&mut conn.buf) {
                 Ok(Some(at)) => self.take_frame_at(conn, at, pipeline, now),
@@ -376,7 +383,7 @@ impl Intake {
         // Only lines can lack a time of their own; a pickled record carries `created`, so the
         // clock is not read for it.
         let arrival = match kind {
-            FrameKind::Line => SystemTime::now(),
+            FrameKind::Line => *self.arrival.get_or_insert_with(SystemTime::now),
             FrameKind::Pickle => SystemTime::UNIX_EPOCH,
         };
         match self.decoder.decode(kind, payload, arrival, &mut self.event) {
