@@ -43,7 +43,8 @@
 # leaves alone: it runs rsyslogd in the foreground with a private config, ports and directory).
 # Proxies run one at a time, restarted every round (rounds interleave the proxies, so a slow
 # spell on a shared machine does not land on one of them only). CPU per record is the proxy's
-# utime+stime (/proc/PID/stat, all its threads) over the run divided by the records delivered.
+# utime+stime (/proc/PID/stat, all its threads) over the run divided by the records delivered;
+# the generator's own CPU comes from its summary (cpu_seconds, getrusage), divided the same way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -271,7 +272,7 @@ for round in $(seq "$RUNS"); do
       fi
       unset status
       kill -0 "$PROXY_PID" 2>/dev/null || failed+=("$label: $proxy died; see $log")
-      grep -E '^ +(sent|delivered|lost|latency)' "$OUT/runs/$label.txt" | sed "s/^/   $scenario /" >&2 || true
+      grep -E '^ +(sent|delivered|lost|latency|generator)' "$OUT/runs/$label.txt" | sed "s/^/   $scenario /" >&2 || true
       [ "$drops" -gt 0 ] && echo "   $scenario kernel dropped $drops datagrams at $proxy's socket" >&2
       printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$proxy" "$scenario" "$round" "$OUT/runs/$label.json" \
         "$(awk -v a="$proxy_cpu0" -v b="$proxy_cpu1" 'BEGIN { printf "%.3f", b - a }')" \
@@ -308,7 +309,11 @@ rsyslog_version=$([ "$RSYSLOG" = 1 ] && "$RSYSLOGD" -v | awk 'NR == 1 { print $2
   echo "rsyslog pushes each record as it arrived (one RPUSH per record, pipelined per batch);" \
     "pystash turns each into a Logstash event and pushes many per RPUSH. Redis CPU includes the" \
     "load generator's consumer (LRANGE+LTRIM, the same for every proxy). CPU is read before and" \
-    "after each run, so an idle proxy's drain wait counts too."
+    "after each run, so an idle proxy's drain wait counts too. Generator CPU is pystash-loadtest's" \
+    "own user+system time per delivered record from its first send to the end of its drain: its" \
+    "record building and sending and its Redis consumer; it is the same program for every proxy," \
+    "and added to the proxy's and Redis's columns it gives the whole pipeline's CPU per record" \
+    "(on loopback the kernel's delivery into the proxy's socket runs in the sender's system time)."
   echo
   echo "$TABLE"
   if ((${#failed[@]})); then

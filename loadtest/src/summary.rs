@@ -105,6 +105,10 @@ pub struct Summary {
     pub sender_max_lag_ms: f64,
     /// Send calls retried (UDP ENOBUFS/ECONNREFUSED).
     pub send_retries: u64,
+    /// The generator's own user+system CPU over the run, from the first send to the end of the
+    /// drain: its senders and its Redis consumer (the whole process, all threads; 0 in
+    /// summaries from before it was recorded).
+    pub cpu_seconds: f64,
     /// What went wrong (a sender or the consumer failing), if anything.
     pub errors: Vec<String>,
     /// End-to-end latency from the scheduled send time: corrected for coordinated omission.
@@ -228,6 +232,14 @@ impl fmt::Display for Summary {
                 u.p50, u.p99, u.max
             )?;
         }
+        if self.cpu_seconds > 0.0 {
+            writeln!(
+                f,
+                "  generator CPU {:.3} s user+system ({:.2} µs per record sent)",
+                self.cpu_seconds,
+                self.cpu_seconds * 1e6 / self.sent.max(1) as f64
+            )?;
+        }
         for e in &self.errors {
             writeln!(f, "  error: {e}")?;
         }
@@ -287,6 +299,7 @@ mod tests {
             lost: 1,
             consumed: true,
             send_seconds: 1.0,
+            cpu_seconds: 0.002,
             config: RunInfo {
                 transport: "udp".into(),
                 rate: Some(50_000.0),
@@ -296,12 +309,17 @@ mod tests {
         };
         let json = serde_json::to_string(&s).unwrap();
         let back: Summary = serde_json::from_str(&json).unwrap();
-        assert_eq!(back.lost, 1);
+        assert_eq!((back.lost, back.cpu_seconds), (1, 0.002));
         // Older or partial summaries still load.
         let partial: Summary = serde_json::from_str(r#"{"label":"x","sent":5}"#).unwrap();
         assert_eq!((partial.label.as_str(), partial.sent), ("x", 5));
+        assert_eq!(partial.cpu_seconds, 0.0);
         let text = s.to_string();
         assert!(text.contains("lost 1 (0.100%)"), "{text}");
+        assert!(
+            text.contains("generator CPU 0.002 s user+system (2.00 µs per record sent)"),
+            "{text}"
+        );
         let table = markdown_table(&[s]);
         assert_eq!(table.lines().count(), 3);
         assert!(

@@ -180,6 +180,7 @@ fn assert_clean(s: &Summary, sent: u64) {
     );
     assert_eq!(s.latency_ms.count, sent);
     assert!(s.send_seconds > 0.0 && s.sent_per_sec > 0.0, "{s}");
+    assert!(s.cpu_seconds > 0.0, "{s}");
     assert!(
         s.latency_ms.p50 > 0.0 && s.latency_ms.max >= s.latency_ms.p99,
         "{s}"

@@ -2,7 +2,8 @@
 """Turns the runs of scripts/bench.sh into its two markdown tables.
 
 Input: runs.tsv (one line per measured run: proxy, scenario, round, the loadtest's JSON summary,
-CPU seconds the proxy and redis-server used during the run) and the summaries it names.
+CPU seconds the proxy and redis-server used during the run) and the summaries it names (which
+give the load generator's own CPU seconds).
 Output on stdout: the results table (median of each metric over the rounds, each metric on its
 own) and the ratios table (each pystash engine against rsyslog, scenario by scenario).
 
@@ -29,12 +30,16 @@ def load(tsv_path):
             except (OSError, ValueError):
                 continue  # the run died before writing a summary; bench.sh said so
             sent, delivered = summary.get("sent", 0), summary.get("delivered", 0)
+            gen_cpu_s = summary.get("cpu_seconds")  # absent from older summaries
             lat = summary.get("latency_ms", {})
             run = {
                 "delivered_per_sec": summary.get("delivered_per_sec", 0.0),
                 "loss_pct": 100.0 * summary.get("lost", 0) / sent if sent else None,
                 "cpu_us": 1e6 * float(row["proxy_cpu_s"]) / delivered if delivered else None,
                 "redis_cpu_us": 1e6 * float(row["redis_cpu_s"]) / delivered if delivered else None,
+                "gen_cpu_us": 1e6 * gen_cpu_s / delivered
+                if delivered and gen_cpu_s is not None
+                else None,
                 "p50": lat.get("p50") if delivered else None,
                 "p99": lat.get("p99") if delivered else None,
                 "p99_9": lat.get("p99_9") if delivered else None,
@@ -98,9 +103,9 @@ def main(tsv_path):
     out = []
     out.append(
         "| scenario | proxy | runs | delivered/s | loss | CPU µs/rec | p50 ms | p99 ms "
-        "| p99.9 ms | Redis CPU µs/rec |"
+        "| p99.9 ms | Redis CPU µs/rec | generator CPU µs/rec |"
     )
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for scenario in scenarios:
         for proxy in proxies:
             m = med.get((proxy, scenario))
@@ -109,7 +114,8 @@ def main(tsv_path):
             out.append(
                 f"| {scenario} | {proxy} | {m['n']} | {rate(m['delivered_per_sec'])} "
                 f"| {num(m['loss_pct'], 3)}% | {num(m['cpu_us'], 2)} | {num(m['p50'], 3)} "
-                f"| {num(m['p99'], 3)} | {num(m['p99_9'], 3)} | {num(m['redis_cpu_us'], 2)} |"
+                f"| {num(m['p99'], 3)} | {num(m['p99_9'], 3)} | {num(m['redis_cpu_us'], 2)} "
+                f"| {num(m['gen_cpu_us'], 2)} |"
             )
     sizes = []
     for scenario in scenarios:
