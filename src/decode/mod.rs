@@ -42,33 +42,43 @@ impl Pool {
     pub(crate) fn recycle(&mut self, value: Value<'_>) {
         match value {
             Value::Dict(mut pairs) => {
-                for (key, value) in pairs.drain(..) {
-                    self.recycle_shallow(key);
-                    self.recycle_shallow(value);
+                for (key, value) in &mut pairs {
+                    self.recycle_in_place(key);
+                    self.recycle_in_place(value);
                 }
+                // Safety: every entry is now a plain value, which owns nothing, so not dropping
+                // it leaks nothing; the length only shrinks.
+                unsafe { pairs.set_len(0) };
                 self.keep_dict(pairs);
             }
             Value::List(mut items) | Value::Tuple(mut items) | Value::Set(mut items) => {
-                for item in items.drain(..) {
-                    self.recycle_shallow(item);
+                for item in &mut items {
+                    self.recycle_in_place(item);
                 }
+                // Safety: as above.
+                unsafe { items.set_len(0) };
                 self.keep_list(items);
             }
             other => drop(other),
         }
     }
 
+    /// Leaves a plain value (one that owns nothing) where it is, without moving it; takes
+    /// anything else out, keeping its vector, and leaves `None` in its place.
     #[inline(always)]
-    fn recycle_shallow(&mut self, value: Value<'_>) {
-        match value {
-            // These own nothing, so forgetting them leaks nothing; it spares the common values
-            // a call to `Value`'s drop glue.
-            plain @ (Value::None
-            | Value::Bool(_)
-            | Value::Int(_)
-            | Value::Float(_)
-            | Value::Str(Cow::Borrowed(_))
-            | Value::Bytes(Cow::Borrowed(_))) => std::mem::forget(plain),
+    fn recycle_in_place(&mut self, value: &mut Value<'_>) {
+        if matches!(
+            value,
+            Value::None
+                | Value::Bool(_)
+                | Value::Int(_)
+                | Value::Float(_)
+                | Value::Str(Cow::Borrowed(_))
+                | Value::Bytes(Cow::Borrowed(_))
+        ) {
+            return;
+        }
+        match std::mem::replace(value, Value::None) {
             Value::Dict(pairs) => self.keep_dict(pairs),
             Value::List(items) | Value::Tuple(items) | Value::Set(items) => self.keep_list(items),
             other => drop(other),
