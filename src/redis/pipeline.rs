@@ -143,6 +143,8 @@ pub struct Pipeline {
     memory_only: usize,
 }
 
+/// Largest event held: arena offsets are 32-bit.
+pub const MAX_EVENT_BYTES: usize = (u32::MAX / 2) as usize;
 /// Bytes of an arena chunk (a larger event gets a chunk of its own size).
 const ARENA_CHUNK: usize = 256 * 1024;
 /// Emptied chunks kept for reuse (4 MiB), so a steady flow neither allocates nor faults in new
@@ -360,8 +362,12 @@ impl Pipeline {
         self.config.capacity = capacity;
     }
 
-    /// Takes a copy of one event. Returns `false`, taking nothing, when full.
+    /// Takes a copy of one event. Returns `false`, taking nothing, when full (or when the event
+    /// is over [`MAX_EVENT_BYTES`], which no record within the proxy's frame limit comes near).
     pub fn push(&mut self, event: &[u8]) -> bool {
+        if event.len() > MAX_EVENT_BYTES {
+            return false;
+        }
         if let Some(overflow) = &mut self.overflow {
             // Behind records already overflowed, so order is kept.
             // Records that only memory holds are what a crash loses: with a spool, no more
