@@ -3,7 +3,7 @@
 //! of the suite runs against one engine; `PYSTASH_TEST_ENGINE=uring|epoll` chooses it.)
 //!
 //! The scenarios: TCP, UDP and unix through CPython's handlers, the flush at shutdown, a Redis
-//! restart under load, bad input next to good, a datagram larger than the frame limit, and
+//! restart under load, bursts from many connections at once, bad input next to good, a datagram larger than the frame limit, and
 //! datagrams the kernel dropped (counted as `dropped_kernel`, so received = pushed + dropped).
 
 mod common;
@@ -223,6 +223,77 @@ fn many_records_over_concurrent_connections() {
             &mut failures,
         );
         assert_none(&format!("{engine}: concurrent connections"), &failures);
+    }
+}
+
+/// Many connections sending a burst at once, more than the uring engine's stream ring holds
+/// (64 buffers of 32 KiB) and more than a small buffer takes: the ring runs dry, receives are
+/// cancelled and armed again, and every record still arrives once, in order per connection.
+#[test]
+fn bursts_larger_than_the_stream_ring_arrive_whole() {
+    const CONNECTIONS: usize = 96;
+    const PER_CONNECTION: usize = 250;
+    let pad = "p".repeat(400);
+    for engine in engines() {
+        let redis = RedisServer::start();
+        let proxy = start(&redis, engine, &["--buffer-records", "2000"]);
+        let port = proxy.tcp_port;
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(CONNECTIONS));
+        let senders: Vec<_> = (0..CONNECTIONS)
+            .map(|c| {
+                let barrier = barrier.clone();
+                let burst: String = (0..PER_CONNECTION)
+                    .map(|i| format!("{{\"message\":\"b{c} {i}\",\"pad\":\"{pad}\"}}\n"))
+                    .collect();
+                thread::spawn(move || {
+                    use std::io::Write;
+                    let mut stream =
+                        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+                    barrier.wait();
+                    stream.write_all(burst.as_bytes()).expect("send the burst");
+                })
+            })
+            .collect();
+        for s in senders {
+            s.join().expect("sender");
+        }
+        let n = CONNECTIONS * PER_CONNECTION;
+        // All of it while the proxy runs, not only in the flush at its exit.
+        let arrived = redis.wait_for_len("logstash", n, WAIT);
+        let stopped = proxy.stop();
+        let mut failures = Vec::new();
+        if arrived < n {
+            failures.push(format!("{arrived} of {n} records in Redis before the stop"));
+        }
+        // Per connection: the indices in the order they arrived.
+        let mut seen: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for e in redis.events("logstash") {
+            let message = e.get("message").and_then(Json::as_str).unwrap_or_default();
+            let parsed = message
+                .strip_prefix('b')
+                .and_then(|m| m.split_once(' '))
+                .and_then(|(c, i)| Some((c.parse().ok()?, i.parse().ok()?)));
+            match parsed {
+                Some((c, i)) => seen.entry(c).or_default().push(i),
+                None => failures.push(format!("unexpected event {e}")),
+            }
+        }
+        for c in 0..CONNECTIONS {
+            let got = seen.remove(&c).unwrap_or_default();
+            if got != (0..PER_CONNECTION).collect::<Vec<_>>() {
+                failures.push(format!(
+                    "connection {c}: {} records, first out of place at {:?}",
+                    got.len(),
+                    got.iter().enumerate().position(|(k, &i)| k != i)
+                ));
+            }
+        }
+        expect_stats(
+            &stopped,
+            &[("received", n as u64), ("pushed", n as u64), ("dropped", 0)],
+            &mut failures,
+        );
+        assert_none(&format!("{engine}: bursts over the stream ring"), &failures);
     }
 }
 
