@@ -3,8 +3,9 @@
 //! of the suite runs against one engine; `PYSTASH_TEST_ENGINE=uring|epoll` chooses it.)
 //!
 //! The scenarios: TCP, UDP and unix through CPython's handlers, the flush at shutdown, a Redis
-//! restart under load, bursts from many connections at once, bad input next to good, a datagram larger than the frame limit, and
-//! datagrams the kernel dropped (counted as `dropped_kernel`, so received = pushed + dropped).
+//! restart under load, bursts from many connections at once, bad input next to good, a datagram
+//! larger than the frame limit, and datagrams the kernel dropped (counted as `dropped_kernel`, so
+//! received = pushed + dropped).
 
 mod common;
 
