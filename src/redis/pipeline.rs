@@ -201,14 +201,20 @@ impl Arena {
         }
     }
 
-    fn chunk(&self, entry: &Entry) -> &Chunk {
-        &self.chunks[entry.chunk.wrapping_sub(self.first) as usize]
+    /// Where chunk number `number` is in `chunks`.
+    fn index(&self, number: u32) -> usize {
+        number.wrapping_sub(self.first) as usize
+    }
+
+    /// The bytes `start..end` of chunk number `number`.
+    fn bytes(&self, number: u32, start: usize, end: usize) -> &[u8] {
+        &self.chunks[self.index(number)].buf[start..end]
     }
 
     /// The bulk string of `entry`.
     fn bulk(&self, entry: &Entry) -> &[u8] {
         let start = entry.start as usize;
-        &self.chunk(entry).buf[start..start + entry.bulk as usize]
+        self.bytes(entry.chunk, start, start + entry.bulk as usize)
     }
 
     /// The event of `entry`.
@@ -219,7 +225,7 @@ impl Arena {
 
     /// `entry` is no longer held; frees the chunks at the front that hold nothing now.
     fn release(&mut self, entry: &Entry) {
-        let i = entry.chunk.wrapping_sub(self.first) as usize;
+        let i = self.index(entry.chunk);
         self.chunks[i].live -= 1;
         while self.chunks.front().is_some_and(|c| c.live == 0) {
             if self.chunks.len() == 1 {
@@ -238,6 +244,7 @@ impl Arena {
 
     /// Appends `entries`' bulk strings to `out`, a run of neighbours at a time.
     fn copy_bulks<'e>(&self, entries: impl Iterator<Item = &'e Entry>, out: &mut Vec<u8>) {
+        // (chunk number, start, end) of the run not copied yet.
         let mut run: Option<(u32, usize, usize)> = None;
         for e in entries {
             let (start, end) = (e.start as usize, (e.start + e.bulk) as usize);
@@ -246,17 +253,14 @@ impl Arena {
                     *run_end = end;
                 }
                 _ => {
-                    if let Some((chunk, s, e)) = run {
-                        out.extend_from_slice(
-                            &self.chunks[chunk.wrapping_sub(self.first) as usize].buf[s..e],
-                        );
+                    if let Some((chunk, s, e)) = run.replace((e.chunk, start, end)) {
+                        out.extend_from_slice(self.bytes(chunk, s, e));
                     }
-                    run = Some((e.chunk, start, end));
                 }
             }
         }
         if let Some((chunk, s, e)) = run {
-            out.extend_from_slice(&self.chunks[chunk.wrapping_sub(self.first) as usize].buf[s..e]);
+            out.extend_from_slice(self.bytes(chunk, s, e));
         }
     }
 }
