@@ -206,7 +206,16 @@ impl Progress {
 }
 
 fn run_id(seed: u64) -> u32 {
-    let mut rng = Rng::new(Clock::start().epoch_ns() ^ u64::from(std::process::id()) ^ seed);
+    run_id_of(Clock::start().epoch_ns(), std::process::id(), seed)
+}
+
+/// The run id of a generator started at `epoch_ns` with process id `pid`. Each input is mixed
+/// on its own before they are combined: two generators started together (clocks a few ns
+/// apart, consecutive pids) differ in a few low bits of each, and a plain XOR of the two can
+/// cancel out, giving both the same id.
+fn run_id_of(epoch_ns: u64, pid: u32, seed: u64) -> u32 {
+    let mix = |x: u64| Rng::new(x).next_u64();
+    let mut rng = Rng::new(mix(epoch_ns) ^ mix(u64::from(pid)).rotate_left(32) ^ seed);
     rng.next_u64() as u32
 }
 
@@ -540,6 +549,20 @@ pub fn write_outputs(dir: &Path, outcome: &Outcome) -> io::Result<Vec<PathBuf>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generators_started_together_get_different_run_ids() {
+        let t0 = 1_796_000_000_123_456_789u64;
+        let mut ids = std::collections::HashSet::new();
+        for dt in 0..512 {
+            for pid in 4000..4016 {
+                assert!(
+                    ids.insert(run_id_of(t0 + dt, pid, 0)),
+                    "two generators share a run id (+{dt} ns, pid {pid})"
+                );
+            }
+        }
+    }
 
     #[test]
     fn cpu_seconds_counts_this_process() {
