@@ -39,6 +39,24 @@ pub(super) fn decode<'a>(input: &'a [u8], pool: &mut Pool) -> Option<Value<'a>> 
     None
 }
 
+/// Appends `(key, value)` to a pair vector, writing both straight into its memory: `value`
+/// is built at its destination, not in a temporary copied there afterwards.
+macro_rules! push_pair {
+    ($pairs:expr, $key:expr, $value:expr) => {{
+        let pairs: &mut Vec<(Value<'a>, Value<'a>)> = $pairs;
+        pairs.reserve(1);
+        let len = pairs.len();
+        // Safety: `reserve` made room for one more pair at `len`, and both halves are written
+        // before the length covers it.
+        unsafe {
+            let slot = pairs.as_mut_ptr().add(len);
+            std::ptr::addr_of_mut!((*slot).0).write(Value::Str(Cow::Borrowed($key)));
+            std::ptr::addr_of_mut!((*slot).1).write($value);
+            pairs.set_len(len + 1);
+        }
+    }};
+}
+
 struct Reader<'a> {
     s: &'a [u8],
     pos: usize,
@@ -70,6 +88,12 @@ impl<'a> Reader<'a> {
     }
 
     /// An object, at its `{`, into `pairs`; `nested` objects hold scalars only.
+    ///
+    /// Keys and scalars travel in registers (`&str`, [`Number`]) and become [`Value`]s only
+    /// where [`push_pair!`] writes them into `pairs`. A `Value` built first and pushed after
+    /// was stored to the stack in small pieces and copied out in 16-byte loads that straddle
+    /// them; each such load waits for the stores to retire (a store-forwarding stall), and
+    /// those stalls took half of this function's time.
     fn object(
         &mut self,
         pairs: &mut Vec<(Value<'a>, Value<'a>)>,
@@ -90,8 +114,32 @@ impl<'a> Reader<'a> {
             let key = self.string()?;
             self.expect(b':')?;
             self.ws();
-            let value = self.value(pool, nested)?;
-            pairs.push((key, value));
+            match self.peek()? {
+                b'"' => {
+                    let text = self.string()?;
+                    push_pair!(pairs, key, Value::Str(Cow::Borrowed(text)));
+                }
+                b'-' | b'0'..=b'9' => match self.number()? {
+                    Number::Int(n) => push_pair!(pairs, key, Value::Int(n)),
+                    Number::Float(x) => push_pair!(pairs, key, Value::Float(x)),
+                },
+                b'n' => {
+                    self.literal(b"null")?;
+                    push_pair!(pairs, key, Value::None);
+                }
+                b't' => {
+                    self.literal(b"true")?;
+                    push_pair!(pairs, key, Value::Bool(true));
+                }
+                b'f' => {
+                    self.literal(b"false")?;
+                    push_pair!(pairs, key, Value::Bool(false));
+                }
+                _ => {
+                    let value = self.container(pool, nested)?;
+                    push_pair!(pairs, key, value);
+                }
+            }
             self.ws();
             match self.peek()? {
                 b',' => self.pos += 1,
@@ -105,7 +153,7 @@ impl<'a> Reader<'a> {
     }
 
     /// An array of scalars, at its `[`.
-    fn array(&mut self, items: &mut Vec<Value<'a>>, pool: &mut Pool) -> Option<()> {
+    fn array(&mut self, items: &mut Vec<Value<'a>>) -> Option<()> {
         self.pos += 1;
         self.ws();
         if self.peek() == Some(b']') {
@@ -114,7 +162,7 @@ impl<'a> Reader<'a> {
         }
         loop {
             self.ws();
-            items.push(self.value(pool, true)?);
+            items.push(self.scalar()?);
             self.ws();
             match self.peek()? {
                 b',' => self.pos += 1,
@@ -127,18 +175,30 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A value; containers only when not `nested`.
+    /// A scalar value, in an array.
     #[inline(always)]
-    fn value(&mut self, pool: &mut Pool, nested: bool) -> Option<Value<'a>> {
+    fn scalar(&mut self) -> Option<Value<'a>> {
         Some(match self.peek()? {
-            b'"' => self.string()?,
-            b'-' | b'0'..=b'9' => self.number()?,
-            b't' => self.literal(b"true", Value::Bool(true))?,
-            b'f' => self.literal(b"false", Value::Bool(false))?,
-            b'n' => self.literal(b"null", Value::None)?,
+            b'"' => Value::Str(Cow::Borrowed(self.string()?)),
+            b'-' | b'0'..=b'9' => match self.number()? {
+                Number::Int(n) => Value::Int(n),
+                Number::Float(x) => Value::Float(x),
+            },
+            b't' => self.literal(b"true").map(|()| Value::Bool(true))?,
+            b'f' => self.literal(b"false").map(|()| Value::Bool(false))?,
+            b'n' => self.literal(b"null").map(|()| Value::None)?,
+            _ => return None,
+        })
+    }
+
+    /// An array or object of scalars, at its `[` or `{`; `None` when `nested` (a container
+    /// in a container) or at anything else.
+    #[inline(never)]
+    fn container(&mut self, pool: &mut Pool, nested: bool) -> Option<Value<'a>> {
+        Some(match self.peek()? {
             b'[' if !nested => {
                 let mut items = pool.list();
-                self.array(&mut items, pool)?;
+                self.array(&mut items)?;
                 Value::List(items)
             }
             b'{' if !nested => {
@@ -150,17 +210,17 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn literal(&mut self, word: &[u8], value: Value<'a>) -> Option<Value<'a>> {
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
         if !self.s[self.pos..].starts_with(word) {
             return None;
         }
         self.pos += word.len();
-        Some(value)
+        Some(())
     }
 
     /// A string without escapes, at its opening quote.
     #[inline(always)]
-    fn string(&mut self) -> Option<Value<'a>> {
+    fn string(&mut self) -> Option<&'a str> {
         let s: &'a [u8] = self.s;
         let start = self.pos + 1;
         let mut i = start;
@@ -193,13 +253,12 @@ impl<'a> Reader<'a> {
         }
         self.pos = i + 1;
         // Safety: every byte before `i` is printable ASCII, valid UTF-8.
-        let text = unsafe { std::str::from_utf8_unchecked(&s[start..i]) };
-        Some(Value::Str(Cow::Borrowed(text)))
+        Some(unsafe { std::str::from_utf8_unchecked(&s[start..i]) })
     }
 
     /// The rest of [`Self::string`] once a byte above ASCII turned up.
     #[cold]
-    fn string_utf8(&mut self, start: usize) -> Option<Value<'a>> {
+    fn string_utf8(&mut self, start: usize) -> Option<&'a str> {
         let s: &'a [u8] = self.s;
         let end = start + memchr::memchr2(b'"', b'\\', &s[start..])?;
         if s[end] == b'\\' {
@@ -211,12 +270,12 @@ impl<'a> Reader<'a> {
         }
         let text = std::str::from_utf8(bytes).ok()?;
         self.pos = end + 1;
-        Some(Value::Str(Cow::Borrowed(text)))
+        Some(text)
     }
 
     /// `-?(0|[1-9][0-9]*)(\.[0-9]+)?`, short enough to convert exactly; exponents, `-0` and
     /// long numbers go to simd-json.
-    fn number(&mut self) -> Option<Value<'a>> {
+    fn number(&mut self) -> Option<Number> {
         let s: &'a [u8] = self.s;
         let start = self.pos;
         let negative = s.get(start) == Some(&b'-');
@@ -243,12 +302,12 @@ impl<'a> Reader<'a> {
                 let mantissa = magnitude * POW10_U64[frac_digits] + fraction;
                 if mantissa <= 1 << 53 {
                     let value = mantissa as f64 / POW10_F64[frac_digits];
-                    return Some(Value::Float(if negative { -value } else { value }));
+                    return Some(Number::Float(if negative { -value } else { value }));
                 }
                 // Safety: sign, digits and a dot are ASCII.
                 let text = unsafe { std::str::from_utf8_unchecked(&s[start..end]) };
                 // Rust's parse, like simd-json's, rounds correctly: the same f64.
-                text.parse::<f64>().ok().map(Value::Float)
+                text.parse::<f64>().ok().map(Number::Float)
             }
             Some(b'e' | b'E') => None,
             _ => {
@@ -263,10 +322,16 @@ impl<'a> Reader<'a> {
                     i64::try_from(magnitude).ok()?
                 };
                 self.pos = int_end;
-                Some(Value::Int(value))
+                Some(Number::Int(value))
             }
         }
     }
+}
+
+/// A JSON number as [`Reader::number`] returns it: small enough to come back in registers.
+enum Number {
+    Int(i64),
+    Float(f64),
 }
 
 /// Powers of ten up to the most fraction digits [`Reader::number`] takes, each exact.
