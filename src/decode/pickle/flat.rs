@@ -110,54 +110,106 @@ impl<'a> Lean<'a, '_> {
         // The memo copy of the value on top, while that is the scalar pushed last; a PUT of
         // anything else (a container, or nothing above a MARK) takes the slow way.
         let mut last: Option<Scalar<'a>> = None;
+        // Pushes a value onto the stack and goes on with the next opcode. Each opcode pushes
+        // its own, so the value is written where it lies on the stack, straight from
+        // registers: a `Value` chosen by a `match` and pushed after went through a temporary,
+        // and copying that out cost a store-forwarding stall per value.
+        macro_rules! push {
+            ($value:expr, $last:expr) => {{
+                last = $last;
+                self.items += 1;
+                if self.items > self.limits.max_items {
+                    // Over the budget as the machine counts it: its TooLarge.
+                    return None;
+                }
+                let stack: &mut Vec<Value<'a>> = self.stack;
+                stack.reserve(1);
+                let len = stack.len();
+                // Safety: `reserve` made room at `len`, written before the length covers it.
+                unsafe {
+                    stack.as_mut_ptr().add(len).write($value);
+                    stack.set_len(len + 1);
+                }
+                continue;
+            }};
+        }
+        macro_rules! push_scalar {
+            ($scalar:expr) => {
+                match $scalar {
+                    Scalar::None => push!(Value::None, Some(Scalar::None)),
+                    Scalar::Bool(b) => push!(Value::Bool(b), Some(Scalar::Bool(b))),
+                    Scalar::Int(i) => push!(Value::Int(i), Some(Scalar::Int(i))),
+                    Scalar::Float(f) => push!(Value::Float(f), Some(Scalar::Float(f))),
+                    Scalar::Str(s) => push!(Value::Str(Cow::Borrowed(s)), Some(Scalar::Str(s))),
+                    Scalar::Bytes(b) => {
+                        push!(Value::Bytes(Cow::Borrowed(b)), Some(Scalar::Bytes(b)))
+                    }
+                }
+            };
+        }
+        macro_rules! push_int {
+            ($int:expr) => {{
+                let i: i64 = $int;
+                push!(Value::Int(i), Some(Scalar::Int(i)))
+            }};
+        }
+        macro_rules! push_str {
+            ($bytes:expr) => {{
+                let s = text($bytes)?;
+                push!(Value::Str(Cow::Borrowed(s)), Some(Scalar::Str(s)))
+            }};
+        }
+        macro_rules! push_bytes {
+            ($bytes:expr) => {{
+                let b: &'a [u8] = $bytes;
+                push!(Value::Bytes(Cow::Borrowed(b)), Some(Scalar::Bytes(b)))
+            }};
+        }
         loop {
             let code = self.r.byte()?;
-            let value = match code {
+            match code {
                 op::BINUNICODE => {
                     let n = u32::from_le_bytes(self.r.array()?);
-                    text(self.r.take(usize::try_from(n).ok()?)?)?
+                    push_str!(self.r.take(usize::try_from(n).ok()?)?)
                 }
                 op::SHORT_BINUNICODE => {
                     let n = self.r.byte()?;
-                    text(self.r.take(n.into())?)?
+                    push_str!(self.r.take(n.into())?)
                 }
                 op::BINPUT => {
                     let id = self.r.byte()?;
                     self.put(id.into(), last)?;
-                    continue;
                 }
                 op::LONG_BINPUT => {
                     let id = u32::from_le_bytes(self.r.array()?);
                     self.put(id, last)?;
-                    continue;
                 }
                 op::MEMOIZE => {
                     let id = u32::try_from(self.memo.len()).ok()?;
                     self.put(id, last)?;
-                    continue;
                 }
                 op::BINGET => {
                     let id = self.r.byte()?;
-                    self.get(id.into())?
+                    push_scalar!(self.get(id.into())?)
                 }
                 op::LONG_BINGET => {
                     let id = u32::from_le_bytes(self.r.array()?);
-                    self.get(id)?
+                    push_scalar!(self.get(id)?)
                 }
-                op::BININT => Value::Int(i32::from_le_bytes(self.r.array()?).into()),
-                op::BININT1 => Value::Int(self.r.byte()?.into()),
-                op::BININT2 => Value::Int(u16::from_le_bytes(self.r.array()?).into()),
-                op::BINFLOAT => Value::Float(f64::from_be_bytes(self.r.array()?)),
-                op::NONE => Value::None,
-                op::NEWTRUE => Value::Bool(true),
-                op::NEWFALSE => Value::Bool(false),
+                op::BININT => push_int!(i32::from_le_bytes(self.r.array()?).into()),
+                op::BININT1 => push_int!(self.r.byte()?.into()),
+                op::BININT2 => push_int!(u16::from_le_bytes(self.r.array()?).into()),
+                op::BINFLOAT => push_scalar!(Scalar::Float(f64::from_be_bytes(self.r.array()?))),
+                op::NONE => push_scalar!(Scalar::None),
+                op::NEWTRUE => push_scalar!(Scalar::Bool(true)),
+                op::NEWFALSE => push_scalar!(Scalar::Bool(false)),
                 op::INT => {
                     // Protocol 1 writes booleans as `I01`/`I00`.
                     let line = self.r.line()?;
                     match line {
-                        b"00" => Value::Bool(false),
-                        b"01" => Value::Bool(true),
-                        _ => small(decimal_int(trim(line)).ok()?)?,
+                        b"00" => push_scalar!(Scalar::Bool(false)),
+                        b"01" => push_scalar!(Scalar::Bool(true)),
+                        _ => push_scalar!(small(decimal_int(trim(line)).ok()?)?),
                     }
                 }
                 op::LONG => {
@@ -165,68 +217,71 @@ impl<'a> Lean<'a, '_> {
                     let line = trim(self.r.line()?);
                     let digits = line.strip_suffix(b"L").unwrap_or(line);
                     match digits_int(digits) {
-                        Some(i) => Value::Int(i),
-                        None => small(decimal_int(digits).ok()?)?,
+                        Some(i) => push_int!(i),
+                        None => push_scalar!(small(decimal_int(digits).ok()?)?),
                     }
                 }
                 op::LONG1 => {
                     let n = self.r.byte()?;
-                    small(long_le(self.r.take(n.into())?).ok()?)?
+                    push_scalar!(small(long_le(self.r.take(n.into())?).ok()?)?)
                 }
                 op::BINUNICODE8 => {
                     let n = u64::from_le_bytes(self.r.array()?);
-                    text(self.r.take(usize::try_from(n).ok()?)?)?
+                    push_str!(self.r.take(usize::try_from(n).ok()?)?)
                 }
                 op::SHORT_BINBYTES => {
                     let n = self.r.byte()?;
-                    Value::Bytes(Cow::Borrowed(self.r.take(n.into())?))
+                    push_bytes!(self.r.take(n.into())?)
                 }
                 op::BINBYTES => {
                     let n = u32::from_le_bytes(self.r.array()?);
-                    Value::Bytes(Cow::Borrowed(self.r.take(usize::try_from(n).ok()?)?))
+                    push_bytes!(self.r.take(usize::try_from(n).ok()?)?)
                 }
-                op::EMPTY_DICT => Value::Dict(self.pool.dict()),
-                op::EMPTY_LIST => Value::List(self.pool.list()),
-                op::EMPTY_TUPLE => Value::Tuple(Vec::new()),
+                op::EMPTY_DICT => {
+                    let pairs = self.pool.dict();
+                    push!(Value::Dict(pairs), None)
+                }
+                op::EMPTY_LIST => {
+                    let items = self.pool.list();
+                    push!(Value::List(items), None)
+                }
+                op::EMPTY_TUPLE => push!(Value::Tuple(Vec::new()), None),
                 op::MARK => {
                     if self.marks.len() >= MAX_MARKS {
                         return None;
                     }
                     self.marks.push(self.stack.len());
                     last = None;
-                    continue;
                 }
                 op::SETITEMS => {
                     let start = self.marks.pop()?;
                     self.extend(start, true)?;
                     last = None;
-                    continue;
                 }
                 op::APPENDS => {
                     let start = self.marks.pop()?;
                     self.extend(start, false)?;
                     last = None;
-                    continue;
                 }
                 op::SETITEM => {
                     let start = self.top_n(2)?;
                     self.extend(start, true)?;
                     last = None;
-                    continue;
                 }
                 op::APPEND => {
                     let start = self.top_n(1)?;
                     self.extend(start, false)?;
                     last = None;
-                    continue;
                 }
                 op::TUPLE => {
                     let start = self.marks.pop()?;
-                    self.tuple(start)?
+                    let tuple = self.tuple(start)?;
+                    push!(tuple, None)
                 }
                 op::TUPLE1 | op::TUPLE2 | op::TUPLE3 => {
                     let start = self.top_n(usize::from(code - op::TUPLE1) + 1)?;
-                    self.tuple(start)?
+                    let tuple = self.tuple(start)?;
+                    push!(tuple, None)
                 }
                 op::FRAME => {
                     // Checked like the machine does, then ignored.
@@ -234,24 +289,15 @@ impl<'a> Lean<'a, '_> {
                     if n > (self.r.input.len() - self.r.pos) as u64 {
                         return None;
                     }
-                    continue;
                 }
                 op::PROTO => {
                     if self.r.byte()? > HIGHEST_PROTOCOL {
                         return None;
                     }
-                    continue;
                 }
                 op::STOP => return self.stop(),
                 _ => return None,
-            };
-            last = Scalar::of_value(&value);
-            self.items += 1;
-            if self.items > self.limits.max_items {
-                // Over the budget as the machine counts it: its TooLarge.
-                return None;
             }
-            self.stack.push(value);
         }
     }
 
@@ -303,9 +349,9 @@ impl<'a> Lean<'a, '_> {
 
     /// A memo GET of a scalar copied at its PUT.
     #[inline(always)]
-    fn get(&self, id: u32) -> Option<Value<'a>> {
+    fn get(&self, id: u32) -> Option<Scalar<'a>> {
         match self.memo.get(id as usize)? {
-            Memo::Copy(s) => Some(s.value()),
+            Memo::Copy(s) => Some(*s),
             _ => None,
         }
     }
@@ -313,29 +359,46 @@ impl<'a> Lean<'a, '_> {
     /// Moves the values from `start` up into the dict (`pairs`) or list just below them.
     fn extend(&mut self, start: usize, pairs: bool) -> Option<()> {
         let parent = start.checked_sub(1).filter(|&p| p >= self.frame_start())?;
-        let children = &self.stack[start..];
+        let (below, children) = self.stack.split_at_mut(start);
         if !children.iter().all(is_flat) || (pairs && children.len() % 2 != 0) {
             return None;
         }
-        // Taken out so the children can be drained into it, then put back.
-        let mut container = std::mem::replace(&mut self.stack[parent], Value::None);
-        let done = match &mut container {
+        match &mut below[parent] {
             Value::Dict(items) if pairs => {
-                items.reserve(self.stack.len() - start);
-                let mut values = self.stack.drain(start..);
-                while let (Some(k), Some(v)) = (values.next(), values.next()) {
-                    items.push((k, v));
+                let n = children.len() / 2;
+                items.reserve(n);
+                // Safety: `reserve` made room for `n` pairs past the length, each written
+                // once from two children; the stack then forgets the children, so each value
+                // has one owner. Plain copies, where draining the stack as an iterator of
+                // `Option<Value>` shuffled every value through the stack in pieces.
+                unsafe {
+                    let from = children.as_ptr();
+                    let to = items.as_mut_ptr().add(items.len());
+                    for i in 0..n {
+                        let pair = to.add(i);
+                        std::ptr::addr_of_mut!((*pair).0).write(from.add(2 * i).read());
+                        std::ptr::addr_of_mut!((*pair).1).write(from.add(2 * i + 1).read());
+                    }
+                    items.set_len(items.len() + n);
+                    self.stack.set_len(start);
                 }
-                true
             }
             Value::List(items) if !pairs => {
-                items.extend(self.stack.drain(start..));
-                true
+                items.reserve(children.len());
+                // Safety: as for a dict, one value at a time.
+                unsafe {
+                    let from = children.as_ptr();
+                    let to = items.as_mut_ptr().add(items.len());
+                    for i in 0..children.len() {
+                        to.add(i).write(from.add(i).read());
+                    }
+                    items.set_len(items.len() + children.len());
+                    self.stack.set_len(start);
+                }
             }
-            _ => false,
-        };
-        self.stack[parent] = container;
-        done.then_some(())
+            _ => return None,
+        }
+        Some(())
     }
 
     /// A tuple of the values from `start` up.
@@ -368,9 +431,9 @@ fn is_flat(value: &Value<'_>) -> bool {
 /// Text that borrows from the input; anything the machine would copy (invalid UTF-8) is left
 /// to it.
 #[inline(always)]
-fn text(bytes: &[u8]) -> Option<Value<'_>> {
+fn text(bytes: &[u8]) -> Option<&str> {
     match utf8(bytes) {
-        s @ Cow::Borrowed(_) => Some(Value::Str(s)),
+        Cow::Borrowed(s) => Some(s),
         Cow::Owned(_) => None,
     }
 }
@@ -394,10 +457,10 @@ fn digits_int(digits: &[u8]) -> Option<i64> {
 }
 
 /// An integer that fits in 64 bits; a larger one owns its digits and goes to the machine.
-fn small(value: Value<'_>) -> Option<Value<'static>> {
+fn small(value: Value<'_>) -> Option<Scalar<'static>> {
     match value {
-        Value::Int(i) => Some(Value::Int(i)),
-        Value::Bool(b) => Some(Value::Bool(b)),
+        Value::Int(i) => Some(Scalar::Int(i)),
+        Value::Bool(b) => Some(Scalar::Bool(b)),
         _ => None,
     }
 }
