@@ -169,6 +169,33 @@ impl EventFormat {
         name && levelname && msg && created
     }
 
+    /// Appends the event for a JSON object: with [`Self::write_record`] when it
+    /// [`is a record`](Self::is_record), else with [`Self::write_event`]. The keys are
+    /// classified once for both the test and the record's event.
+    ///
+    /// # Errors
+    ///
+    /// As the writer chosen; `out` is then truncated back to its length at entry.
+    pub fn write_object(
+        &self,
+        value: &Value<'_>,
+        now: SystemTime,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EventError> {
+        if let Value::Dict(items) = value {
+            let parts = Parts::collect(items, self.version);
+            if parts.is_record() {
+                let start = out.len();
+                let result = self.write_parts(items, &parts, out);
+                if result.is_err() {
+                    out.truncate(start);
+                }
+                return result;
+            }
+        }
+        self.write_event(value, now, out)
+    }
+
     /// Appends the event for `record`, the `__dict__` of a CPython `LogRecord`.
     ///
     /// `@timestamp` comes from `created`, unless an extra named `@timestamp` replaces it. Other
@@ -253,10 +280,18 @@ impl EventFormat {
         let Value::Dict(items) = record else {
             return Err(EventError::NotARecord);
         };
-        let parts = Parts::collect(items, self.version);
+        self.write_parts(items, &Parts::collect(items, self.version), out)
+    }
+
+    fn write_parts(
+        &self,
+        items: &[(Value<'_>, Value<'_>)],
+        parts: &Parts<'_, '_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EventError> {
         match self.version {
-            LogstashVersion::V1 => self.write_v1(items, &parts, out),
-            LogstashVersion::V0 => self.write_v0(items, &parts, out),
+            LogstashVersion::V1 => self.write_v1(items, parts, out),
+            LogstashVersion::V0 => self.write_v0(items, parts, out),
         }
     }
 
@@ -724,6 +759,15 @@ impl<'r, 'a> Parts<'r, 'a> {
             *slot = Some(v);
         }
         parts
+    }
+
+    /// [`EventFormat::is_record`] from the attributes found: string `name` and `levelname`,
+    /// `msg` or `message`, numeric `created`.
+    fn is_record(&self) -> bool {
+        matches!(self.name, Some(Value::Str(_)))
+            && matches!(self.levelname, Some(Value::Str(_)))
+            && self.message().is_some()
+            && matches!(self.created, Some(Value::Int(_) | Value::Float(_)))
     }
 
     /// `msg` (already formatted by the sender), else `message`.
@@ -2280,6 +2324,47 @@ mod tests {
             ("logger_name", s("a")),
         ]);
         assert!(!EventFormat::is_record(&event));
+    }
+
+    /// `write_object` classifies once what `is_record` and the writers classify apart: both
+    /// ways must agree on which objects are records and write the same bytes.
+    #[test]
+    fn write_object_matches_is_record_then_the_writer() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let mut without_msg = record_items();
+        without_msg.retain(|(k, _)| *k != "msg");
+        let mut with_message = without_msg.clone();
+        with_message.push(("message", Value::Int(1)));
+        let values = [
+            dict(record_items()),
+            dict(without_msg),
+            dict(with_message),
+            with(record_items(), vec![("name", Value::None)]),
+            with(record_items(), vec![("levelname", Value::Int(40))]),
+            with(record_items(), vec![("created", s("now"))]),
+            with(record_items(), vec![("created", Value::Int(1_700_000_000))]),
+            with(record_items(), vec![("name", s("second"))]),
+            dict(vec![("message", s("m")), ("level", s("INFO"))]),
+            dict(vec![]),
+        ];
+        for version in [LogstashVersion::V1, LogstashVersion::V0] {
+            let f = format(version, &["t"]);
+            for value in &values {
+                let mut want = Vec::new();
+                let want_result = if EventFormat::is_record(value) {
+                    f.write_record(value, &mut want)
+                } else {
+                    f.write_event(value, now, &mut want)
+                };
+                let mut got = Vec::new();
+                assert_eq!(f.write_object(value, now, &mut got), want_result);
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want),
+                    "{value:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -98,13 +98,7 @@ impl Decoder {
         let payload = &mut payload[start..];
         if payload.first() == Some(&b'{') {
             let format = &self.format;
-            let mut write = |value: &Value<'_>| {
-                if EventFormat::is_record(value) {
-                    format.write_record(value, out)
-                } else {
-                    format.write_event(value, now, out)
-                }
-            };
+            let mut write = |value: &Value<'_>| format.write_object(value, now, out);
             let rejected = |err| {
                 debug!(%err, "rejected json");
                 Reject::NotARecord
