@@ -1088,7 +1088,7 @@ fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
         // Most keys and values are short: two overlapping words hold all of it.
         let (lo, hi) = short_words(bytes);
         if !may_need_escape(lo) && !may_need_escape(hi) {
-            out.extend_from_slice(bytes);
+            append_short(bytes, lo, hi, out);
             return;
         }
     }
@@ -1129,6 +1129,40 @@ fn escape_into(bytes: &[u8], out: &mut Vec<u8>) {
         i = end;
     }
     out.extend_from_slice(&bytes[run..]);
+}
+
+/// Appends `bytes` (at most 16 of them), given as [`short_words`] loaded them, with two
+/// stores: a call to `memcpy` for each key and short value cost more than the copy.
+#[inline(always)]
+fn append_short(bytes: &[u8], lo: u64, hi: u64, out: &mut Vec<u8>) {
+    let n = bytes.len();
+    if n < 4 {
+        for &b in bytes {
+            out.push(b);
+        }
+        return;
+    }
+    out.reserve(16);
+    let len = out.len();
+    // Safety: `reserve` made room for 16 bytes past `len`; the stores cover `len..len + n`
+    // (n is 4 to 16) with the bytes `short_words` loaded from those positions of `bytes`,
+    // so every byte the new length covers is written.
+    unsafe {
+        let to = out.as_mut_ptr().add(len);
+        if n >= 8 {
+            to.cast::<[u8; 8]>().write_unaligned(lo.to_le_bytes());
+            to.add(n - 8)
+                .cast::<[u8; 8]>()
+                .write_unaligned(hi.to_le_bytes());
+        } else {
+            let [a, b, c, d, e, f, g, h] = lo.to_le_bytes();
+            to.cast::<[u8; 4]>().write_unaligned([a, b, c, d]);
+            to.add(n - 4)
+                .cast::<[u8; 4]>()
+                .write_unaligned([e, f, g, h]);
+        }
+        out.set_len(len + n);
+    }
 }
 
 /// Every byte of `bytes` (at most 16 of them) in two words, some bytes twice, padded with a
