@@ -2311,6 +2311,35 @@ mod tests {
         );
     }
 
+    /// Protocol 1 writes ints beyond 32 bits as `L<digits>L`: the fast path takes every one
+    /// that fits an `i64` (nanosecond times have 19 digits) and leaves the rest to the machine.
+    #[test]
+    fn fast_path_takes_long_text_up_to_i64() {
+        let limits = Limits::default();
+        for (digits, fits) in [
+            ("0", true),
+            ("123456789012345678", true),
+            ("1796626687462369928", true),
+            ("9223372036854775807", true),
+            ("9223372036854775808", false),
+            ("9999999999999999999", false),
+            ("12345678901234567890", false),
+        ] {
+            let data = format!("}}(X\x01\x00\x00\x00aL{digits}L\nu.");
+            let data = data.as_bytes();
+            let fast = flat::decode(data, &limits, &mut Scratch::default(), &mut Pool::default());
+            let machine = decode_general(data, &limits).expect("decodes");
+            match fast {
+                Some(value) => {
+                    assert!(fits, "{digits}");
+                    assert_eq!(value, machine, "{digits}");
+                    assert_eq!(value.get("a"), Some(&Value::Int(digits.parse().unwrap())));
+                }
+                None => assert!(!fits, "{digits} left the fast path"),
+            }
+        }
+    }
+
     #[test]
     fn random_and_bit_flipped_input_never_panics() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

@@ -438,22 +438,23 @@ fn text(bytes: &[u8]) -> Option<&str> {
     }
 }
 
-/// Up to 18 plain decimal digits (a thread id), which cannot overflow an `i64`; anything else
-/// (a sign, more digits) is left to `decimal_int`.
+/// Up to 19 plain decimal digits (a thread id, a time in nanoseconds) that fit an `i64`;
+/// anything else (a sign, more digits, a larger value) is left to `decimal_int`.
 #[inline]
 fn digits_int(digits: &[u8]) -> Option<i64> {
-    if digits.is_empty() || digits.len() > 18 {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    let mut value: i64 = 0;
+    // 19 digits stay below 10^19, which a u64 holds.
+    let mut value: u64 = 0;
     for &d in digits {
         let d = d.wrapping_sub(b'0');
         if d > 9 {
             return None;
         }
-        value = value * 10 + i64::from(d);
+        value = value * 10 + u64::from(d);
     }
-    Some(value)
+    i64::try_from(value).ok()
 }
 
 /// An integer that fits in 64 bits; a larger one owns its digits and goes to the machine.
