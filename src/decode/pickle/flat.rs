@@ -130,6 +130,12 @@ impl<'a> Lean<'a, '_> {
                     stack.as_mut_ptr().add(len).write($value);
                     stack.set_len(len + 1);
                 }
+                // Protocol 1 memoizes nearly every value right away: taking that BINPUT here
+                // is a well-predicted test, where the opcode dispatch mispredicts often.
+                if let [op::BINPUT, id, ..] = self.r.input[self.r.pos..] {
+                    self.r.pos += 2;
+                    self.put(id.into(), last)?;
+                }
                 continue;
             }};
         }
