@@ -843,26 +843,28 @@ fn write_members(
         write_value(value, out, 1)
     };
     if count <= LINEAR_DEDUP_MAX {
-        let mut picked = [0; LINEAR_DEDUP_MAX];
+        // The selected entries, each with a digest of its key: keys are compared only when
+        // their digests match, which among distinct keys is almost never.
+        let mut picked = [(0, 0); LINEAR_DEDUP_MAX];
         let mut n = 0;
         for (i, (k, _)) in items.iter().enumerate() {
             if n < LINEAR_DEDUP_MAX && select(i, k) {
-                picked[n] = i;
+                picked[n] = (i, key_digest(k));
                 n += 1;
             }
         }
         let picked = &picked[..n];
-        for (p, &i) in picked.iter().enumerate() {
+        let same = |key: &str, digest: u64, &(j, d): &(usize, u64)| {
+            d == digest && key_is(&items[j].0, key)
+        };
+        for (p, &(i, digest)) in picked.iter().enumerate() {
             let (k, v) = &items[i];
             let key = key_text(k);
-            if picked[..p].iter().any(|&j| key_is(&items[j].0, &key)) {
+            if picked[..p].iter().any(|e| same(&key, digest, e)) {
                 continue;
             }
-            let last = picked[p + 1..]
-                .iter()
-                .rev()
-                .find(|&&j| key_is(&items[j].0, &key));
-            member(&key, last.map_or(v, |&j| &items[j].1), out)?;
+            let last = picked[p + 1..].iter().rev().find(|e| same(&key, digest, e));
+            member(&key, last.map_or(v, |&(j, _)| &items[j].1), out)?;
         }
     } else {
         // Many extras: index the last occurrence of each key; the first occurrence takes it.
@@ -880,6 +882,19 @@ fn write_members(
         }
     }
     Ok(())
+}
+
+/// A digest of the text dict key `key` is written as, equal for equal texts: its length and
+/// up to 16 of its bytes (all of a short key; the first and last 8 of a long one).
+fn key_digest(key: &Value<'_>) -> u64 {
+    let digest = |text: &str| {
+        let (lo, hi) = short_words(text.as_bytes());
+        lo ^ hi.rotate_left(29) ^ text.len() as u64
+    };
+    match key {
+        Value::Str(s) => digest(s),
+        other => digest(&key_text(other)),
+    }
 }
 
 /// Whether dict key `key` is written as `text`.
@@ -1166,7 +1181,7 @@ fn append_short(bytes: &[u8], lo: u64, hi: u64, out: &mut Vec<u8>) {
 }
 
 /// Every byte of `bytes` (at most 16 of them) in two words, some bytes twice, padded with a
-/// byte that needs no escape.
+/// byte that needs no escape; of a longer `bytes`, the first and the last eight.
 #[inline]
 fn short_words(bytes: &[u8]) -> (u64, u64) {
     const PAD: u64 = 0x6161_6161_6161_6161; // "aaaaaaaa"
@@ -1588,6 +1603,26 @@ mod tests {
         assert_eq!(event["1"], "int");
         assert_eq!(event["host"], "h2");
         assert_eq!(keys.iter().filter(|k| *k == "host").count(), 1);
+    }
+
+    /// Long keys that differ only in the middle share a digest: they are told apart by their
+    /// text, and a repeated one is still written once.
+    #[test]
+    fn keys_with_one_digest_are_compared_in_full() {
+        let mut items = record_items();
+        items.extend([
+            ("request_id_a_of_the_call", Value::Int(1)),
+            ("request_id_b_of_the_call", Value::Int(2)),
+            ("request_id_a_of_the_call", Value::Int(3)),
+        ]);
+        let out = record_event(&format(LogstashVersion::V1, &[]), &dict(items));
+        let (event, keys) = parse(&out, &[]);
+        assert_eq!(
+            &keys[9..],
+            ["request_id_a_of_the_call", "request_id_b_of_the_call"]
+        );
+        assert_eq!(event["request_id_a_of_the_call"], 3);
+        assert_eq!(event["request_id_b_of_the_call"], 2);
     }
 
     #[test]

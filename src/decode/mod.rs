@@ -23,17 +23,45 @@ const POOLED_CAPACITY_MAX: usize = 1024;
 pub(crate) struct Pool {
     lists: Vec<Vec<Value<'static>>>,
     dicts: Vec<Vec<(Value<'static>, Value<'static>)>>,
+    /// Vectors handed out so far (wrapping), for [`Self::taken`].
+    taken: usize,
 }
 
 impl Pool {
     /// An empty list vector, with room from an earlier record when there is one.
     pub(crate) fn list<'a>(&mut self) -> Vec<Value<'a>> {
+        self.taken = self.taken.wrapping_add(1);
         self.lists.pop().map(retype).unwrap_or_default()
     }
 
     /// An empty dict vector, with room from an earlier record when there is one.
     pub(crate) fn dict<'a>(&mut self) -> Vec<(Value<'a>, Value<'a>)> {
+        self.taken = self.taken.wrapping_add(1);
         self.dicts.pop().map(retype).unwrap_or_default()
+    }
+
+    /// How many vectors were handed out so far (wrapping). A fast path that took exactly one
+    /// for its value, a dict, and made nothing else that owns memory, may give the value
+    /// back with [`Self::recycle_flat`].
+    pub(crate) fn taken(&self) -> usize {
+        self.taken
+    }
+
+    /// [`Self::recycle`] for a dict whose entries own nothing: its vector is kept without a
+    /// look at each entry, which cost as much as a record's other bookkeeping together.
+    pub(crate) fn recycle_flat(&mut self, value: Value<'_>) {
+        match value {
+            Value::Dict(mut pairs) => {
+                debug_assert!(pairs
+                    .iter()
+                    .all(|(k, v)| owns_nothing(k) && owns_nothing(v)));
+                // Safety: the length only shrinks. The entries own nothing (the caller's
+                // word, checked in debug builds), so forgetting them leaks nothing.
+                unsafe { pairs.set_len(0) };
+                self.keep_dict(pairs);
+            }
+            other => self.recycle(other),
+        }
     }
 
     /// Drops `value`, keeping the vectors of it and of its children for later records.
@@ -67,15 +95,7 @@ impl Pool {
     /// anything else out, keeping its vector, and leaves `None` in its place.
     #[inline(always)]
     fn recycle_in_place(&mut self, value: &mut Value<'_>) {
-        if matches!(
-            value,
-            Value::None
-                | Value::Bool(_)
-                | Value::Int(_)
-                | Value::Float(_)
-                | Value::Str(Cow::Borrowed(_))
-                | Value::Bytes(Cow::Borrowed(_))
-        ) {
+        if is_plain(value) {
             return;
         }
         match std::mem::replace(value, Value::None) {
@@ -95,6 +115,29 @@ impl Pool {
         if self.dicts.len() < POOL_MAX && pairs.capacity() <= POOLED_CAPACITY_MAX {
             self.dicts.push(retype(pairs));
         }
+    }
+}
+
+/// A value that owns no memory.
+#[inline(always)]
+fn is_plain(value: &Value<'_>) -> bool {
+    matches!(
+        value,
+        Value::None
+            | Value::Bool(_)
+            | Value::Int(_)
+            | Value::Float(_)
+            | Value::Str(Cow::Borrowed(_))
+            | Value::Bytes(Cow::Borrowed(_))
+    )
+}
+
+/// [`is_plain`], or a vector without an allocation (the empty tuple of pickle's EMPTY_TUPLE).
+fn owns_nothing(value: &Value<'_>) -> bool {
+    match value {
+        Value::List(v) | Value::Tuple(v) | Value::Set(v) => v.capacity() == 0,
+        Value::Dict(v) => v.capacity() == 0,
+        other => is_plain(other),
     }
 }
 

@@ -168,18 +168,24 @@ impl Decoder {
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Result<R> {
         let mut scratch = mem::take(&mut self.scratch).recycle();
-        let result = match flat::decode(input, limits, &mut scratch, &mut self.pool) {
-            Some(value) => {
-                self.scratch = scratch.recycle();
-                Ok(value)
+        let taken = self.pool.taken();
+        if let Some(value) = flat::decode(input, limits, &mut scratch, &mut self.pool) {
+            self.scratch = scratch.recycle();
+            // The fast path borrows every string and number it reads, so its record owns
+            // nothing but vectors from the pool; when the dict was the only one, there is
+            // nothing inside to give back.
+            let only_the_dict = self.pool.taken().wrapping_sub(taken) == 1;
+            let out = f(&value);
+            if only_the_dict {
+                self.pool.recycle_flat(value);
+            } else {
+                self.pool.recycle(value);
             }
-            None => {
-                let mut machine = Machine::new(input, limits, scratch.recycle(), &mut self.pool);
-                let result = machine.run();
-                self.scratch = machine.into_scratch().recycle();
-                result
-            }
-        };
+            return Ok(out);
+        }
+        let mut machine = Machine::new(input, limits, scratch.recycle(), &mut self.pool);
+        let result = machine.run();
+        self.scratch = machine.into_scratch().recycle();
         let value = result?;
         let out = f(&value);
         self.pool.recycle(value);
