@@ -90,7 +90,8 @@ type Result<T> = std::result::Result<T, PickleError>;
 /// that would need code or out-of-band data to load.
 pub fn decode<'a>(input: &'a [u8], limits: &Limits) -> Result<Value<'a>> {
     let mut pool = Pool::default();
-    if let Some(value) = flat::decode(input, limits, &mut Scratch::default(), &mut pool) {
+    let (mut stack, mut marks, mut memo) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(value) = flat::decode(input, limits, &mut stack, &mut marks, &mut memo, &mut pool) {
         return Ok(value);
     }
     Machine::new(input, limits, Scratch::default(), &mut pool).run()
@@ -132,20 +133,23 @@ const SCRATCH_CAPACITY_MAX: usize = 4096;
 impl<'a> Scratch<'a> {
     /// Empties every vector and retypes it for another record's lifetime.
     fn recycle<'b>(self) -> Scratch<'b> {
-        fn keep<T, U>(mut items: Vec<T>) -> Vec<U> {
-            items.clear();
-            if items.capacity() > SCRATCH_CAPACITY_MAX {
-                items.shrink_to(SCRATCH_CAPACITY_MAX);
-            }
-            retype(items)
-        }
         Scratch {
-            stack: keep(self.stack),
-            values: keep(self.values),
-            marks: keep(self.marks),
-            memo: keep(self.memo),
-            saved: keep(self.saved),
+            stack: Self::keep(self.stack),
+            values: Self::keep(self.values),
+            marks: Self::keep(self.marks),
+            memo: Self::keep(self.memo),
+            saved: Self::keep(self.saved),
         }
+    }
+
+    /// Empties one vector, shrinks it when it grew too large, and retypes it.
+    #[inline(always)]
+    fn keep<T, U>(mut items: Vec<T>) -> Vec<U> {
+        items.clear();
+        if items.capacity() > SCRATCH_CAPACITY_MAX {
+            items.shrink_to(SCRATCH_CAPACITY_MAX);
+        }
+        retype(items)
     }
 }
 
@@ -167,10 +171,17 @@ impl Decoder {
         limits: &Limits,
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Result<R> {
-        let mut scratch = mem::take(&mut self.scratch).recycle();
+        // The fast path's vectors are retyped one by one, not as a `Scratch` moved whole:
+        // the moves of the struct went through memory and stalled on store forwarding.
+        let mut values = retype(mem::take(&mut self.scratch.values));
+        let mut memo = retype(mem::take(&mut self.scratch.memo));
+        let marks = &mut self.scratch.marks;
         let taken = self.pool.taken();
-        if let Some(value) = flat::decode(input, limits, &mut scratch, &mut self.pool) {
-            self.scratch = scratch.recycle();
+        let flat = flat::decode(input, limits, &mut values, marks, &mut memo, &mut self.pool);
+        marks.clear();
+        if let Some(value) = flat {
+            self.scratch.values = Scratch::keep(values);
+            self.scratch.memo = Scratch::keep(memo);
             // The fast path borrows every string and number it reads, so its record owns
             // nothing but vectors from the pool; when the dict was the only one, there is
             // nothing inside to give back.
@@ -183,7 +194,14 @@ impl Decoder {
             }
             return Ok(out);
         }
-        let mut machine = Machine::new(input, limits, scratch.recycle(), &mut self.pool);
+        let scratch = Scratch {
+            stack: retype(mem::take(&mut self.scratch.stack)),
+            values: Scratch::keep(values),
+            marks: mem::take(&mut self.scratch.marks),
+            memo: Scratch::keep(memo),
+            saved: retype(mem::take(&mut self.scratch.saved)),
+        };
+        let mut machine = Machine::new(input, limits, scratch, &mut self.pool);
         let result = machine.run();
         self.scratch = machine.into_scratch().recycle();
         let value = result?;
@@ -2279,7 +2297,14 @@ mod tests {
         }
         let limits = Limits::default();
         let check = |data: &[u8]| -> bool {
-            let fast = flat::decode(data, &limits, &mut Scratch::default(), &mut Pool::default());
+            let fast = flat::decode(
+                data,
+                &limits,
+                &mut Vec::new(),
+                &mut Vec::new(),
+                &mut Vec::new(),
+                &mut Pool::default(),
+            );
             if let Some(value) = &fast {
                 let machine = decode_general(data, &limits);
                 assert_eq!(
@@ -2333,7 +2358,14 @@ mod tests {
         ] {
             let data = format!("}}(X\x01\x00\x00\x00aL{digits}L\nu.");
             let data = data.as_bytes();
-            let fast = flat::decode(data, &limits, &mut Scratch::default(), &mut Pool::default());
+            let fast = flat::decode(
+                data,
+                &limits,
+                &mut Vec::new(),
+                &mut Vec::new(),
+                &mut Vec::new(),
+                &mut Pool::default(),
+            );
             let machine = decode_general(data, &limits).expect("decodes");
             match fast {
                 Some(value) => {

@@ -13,9 +13,7 @@
 
 use std::borrow::Cow;
 
-use super::{
-    decimal_int, long_le, op, trim, utf8, Limits, Memo, Scalar, Scratch, HIGHEST_PROTOCOL,
-};
+use super::{decimal_int, long_le, op, trim, utf8, Limits, Memo, Scalar, HIGHEST_PROTOCOL};
 use crate::decode::Pool;
 use crate::value::Value;
 
@@ -59,11 +57,14 @@ impl<'a> Reader<'a> {
 /// Decodes `input` when it has the shape described above; `None` means "use the general
 /// machine".
 ///
-/// `scratch` comes in empty and is left filled; `pool` gives containers their vectors.
+/// `stack`, `marks` and `memo` come in empty and are left filled; `pool` gives containers
+/// their vectors.
 pub(super) fn decode<'a>(
     input: &'a [u8],
     limits: &Limits,
-    scratch: &mut Scratch<'a>,
+    stack: &mut Vec<Value<'a>>,
+    marks: &mut Vec<usize>,
+    memo: &mut Vec<Memo<'a>>,
     pool: &mut Pool,
 ) -> Option<Value<'a>> {
     // Two container levels (a dict holding a list; see `is_flat`) and two open MARKs at most,
@@ -74,9 +75,9 @@ pub(super) fn decode<'a>(
     let mut lean = Lean {
         r: Reader { input, pos: 0 },
         limits,
-        stack: &mut scratch.values,
-        marks: &mut scratch.marks,
-        memo: &mut scratch.memo,
+        stack,
+        marks,
+        memo,
         pool,
         items: 0,
     };
