@@ -117,7 +117,6 @@ impl<'a> Lean<'a, '_> {
         // and copying that out cost a store-forwarding stall per value.
         macro_rules! push {
             ($value:expr, $last:expr) => {{
-                last = $last;
                 self.items += 1;
                 if self.items > self.limits.max_items {
                     // Over the budget as the machine counts it: its TooLarge.
@@ -135,8 +134,12 @@ impl<'a> Lean<'a, '_> {
                 // is a well-predicted test, where the opcode dispatch mispredicts often.
                 if let [op::BINPUT, id, ..] = self.r.input[self.r.pos..] {
                     self.r.pos += 2;
-                    self.put(id.into(), last)?;
+                    // `$last` is built afresh here, from registers. Read back from `last`,
+                    // which lives on the stack, its bytes were stored in pieces and loaded
+                    // across them, a store-forwarding stall per value: half of this loop.
+                    self.put(id.into(), $last)?;
                 }
+                last = $last;
                 continue;
             }};
         }
