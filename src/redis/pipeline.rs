@@ -173,7 +173,11 @@ struct Chunk {
 
 impl Arena {
     /// Stores `event` as a bulk string; the entry has no tag yet.
-    #[inline]
+    ///
+    /// Inlined, so that the entry goes from registers into the queue: returned through
+    /// memory, it was written in pieces and read back whole, a store-forwarding stall that
+    /// took most of [`Pipeline::push`].
+    #[inline(always)]
     fn append(&mut self, event: &[u8]) -> Entry {
         let bulk = resp::bulk_len(event.len());
         let room = self
@@ -181,11 +185,7 @@ impl Arena {
             .back()
             .is_some_and(|c| c.buf.capacity() - c.buf.len() >= bulk);
         if !room {
-            let buf = match self.spare.last() {
-                Some(buf) if buf.capacity() >= bulk => self.spare.pop().expect("a spare"),
-                _ => Vec::with_capacity(bulk.max(ARENA_CHUNK)),
-            };
-            self.chunks.push_back(Chunk { buf, live: 0 });
+            self.add_chunk(bulk);
         }
         let number = self.first.wrapping_add(self.chunks.len() as u32 - 1);
         let chunk = self.chunks.back_mut().expect("a chunk with room");
@@ -199,6 +199,16 @@ impl Arena {
             header: (bulk - event.len() - 2) as u8,
             tag: MEMORY,
         }
+    }
+
+    /// Starts a chunk with room for `bulk` bytes: a spare one when it is large enough.
+    #[cold]
+    fn add_chunk(&mut self, bulk: usize) {
+        let buf = match self.spare.last() {
+            Some(buf) if buf.capacity() >= bulk => self.spare.pop().expect("a spare"),
+            _ => Vec::with_capacity(bulk.max(ARENA_CHUNK)),
+        };
+        self.chunks.push_back(Chunk { buf, live: 0 });
     }
 
     /// Where chunk number `number` is in `chunks`.
