@@ -103,7 +103,7 @@ impl JsonDecoder {
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Result<R, JsonError> {
         match flat::decode(input, &mut self.pool) {
-            Some(value) => Ok(self.hand_over(value, f)),
+            Some(pairs) => Ok(self.hand_over(Value::Dict(pairs), f)),
             None => self.decode_general_with(input, f),
         }
     }
@@ -118,7 +118,7 @@ impl JsonDecoder {
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Option<R> {
         let taken = self.pool.taken();
-        let value = flat::decode(input, &mut self.pool)?;
+        let value = Value::Dict(flat::decode(input, &mut self.pool)?);
         // As for pickles: the fast path borrows every string, so a record that took no vector
         // but its own dict owns nothing inside.
         if self.pool.taken().wrapping_sub(taken) == 1 {
@@ -514,7 +514,7 @@ mod tests {
         let mut pool = Pool::default();
         let mut general = JsonDecoder::new();
         let mut check = |data: &[u8]| -> bool {
-            let Some(fast) = flat::decode(data, &mut pool) else {
+            let Some(fast) = flat::decode(data, &mut pool).map(Value::Dict) else {
                 return false;
             };
             let mut copy = data.to_vec();
