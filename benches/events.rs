@@ -34,14 +34,16 @@ fn config(version: LogstashVersion) -> EventConfig {
 }
 
 const TYPICAL: &[u8] = include_bytes!("data/typical.frame");
+const PLAIN: &[u8] = include_bytes!("data/plain.frame");
 const EXCEPTION: &[u8] = include_bytes!("data/exception.frame");
 const RECORD_JSON: &[u8] = include_bytes!("data/record.json");
 const LOGSTASH_JSON: &[u8] = include_bytes!("data/logstash.json");
 
 /// The frame payloads fed to [`Decoder::decode`], by name.
-fn cases() -> [(&'static str, FrameKind, &'static [u8]); 4] {
+fn cases() -> [(&'static str, FrameKind, &'static [u8]); 5] {
     [
         ("pickle_typical", FrameKind::Pickle, &TYPICAL[4..]),
+        ("pickle_plain", FrameKind::Pickle, &PLAIN[4..]),
         ("pickle_exception", FrameKind::Pickle, &EXCEPTION[4..]),
         ("json_record", FrameKind::Line, RECORD_JSON.trim_ascii_end()),
         (

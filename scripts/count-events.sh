@@ -9,8 +9,8 @@ bin=$(cargo bench --bench events --no-run --message-format=json 2>/dev/null |
 cases=("$@")
 if [ ${#cases[@]} -eq 0 ]; then
     cases=(pickle_decode_only json_decode_only event_write_only
-        pickle_typical_V1 pickle_exception_V1 json_record_V1 json_logstash_event_V1
-        pickle_typical_V0 pickle_exception_V0 json_record_V0 json_logstash_event_V0)
+        pickle_typical_V1 pickle_plain_V1 pickle_exception_V1 json_record_V1 json_logstash_event_V1
+        pickle_typical_V0 pickle_plain_V0 pickle_exception_V0 json_record_V0 json_logstash_event_V0)
 fi
 total() {
     EVENTS_COUNT=$1 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$2" 2>&1 |
