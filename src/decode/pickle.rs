@@ -90,11 +90,16 @@ type Result<T> = std::result::Result<T, PickleError>;
 /// that would need code or out-of-band data to load.
 pub fn decode<'a>(input: &'a [u8], limits: &Limits) -> Result<Value<'a>> {
     let mut pool = Pool::default();
-    let (mut stack, mut marks, mut memo) = (Vec::new(), Vec::new(), Vec::new());
-    if let Some(value) = flat::decode(input, limits, &mut stack, &mut marks, &mut memo, &mut pool) {
+    if let Some(value) = decode_flat(input, limits, &mut pool) {
         return Ok(value);
     }
     Machine::new(input, limits, Scratch::default(), &mut pool).run()
+}
+
+/// The fast path alone, with vectors of its own.
+fn decode_flat<'a>(input: &'a [u8], limits: &Limits, pool: &mut Pool) -> Option<Value<'a>> {
+    let (mut stack, mut marks, mut memo) = (Vec::new(), Vec::new(), Vec::new());
+    flat::decode(input, limits, &mut stack, &mut marks, &mut memo, pool)
 }
 
 /// [`decode`] by the general machine alone, without the fast path for flat records; for
@@ -2297,14 +2302,7 @@ mod tests {
         }
         let limits = Limits::default();
         let check = |data: &[u8]| -> bool {
-            let fast = flat::decode(
-                data,
-                &limits,
-                &mut Vec::new(),
-                &mut Vec::new(),
-                &mut Vec::new(),
-                &mut Pool::default(),
-            );
+            let fast = decode_flat(data, &limits, &mut Pool::default());
             if let Some(value) = &fast {
                 let machine = decode_general(data, &limits);
                 assert_eq!(
@@ -2358,14 +2356,7 @@ mod tests {
         ] {
             let data = format!("}}(X\x01\x00\x00\x00aL{digits}L\nu.");
             let data = data.as_bytes();
-            let fast = flat::decode(
-                data,
-                &limits,
-                &mut Vec::new(),
-                &mut Vec::new(),
-                &mut Vec::new(),
-                &mut Pool::default(),
-            );
+            let fast = decode_flat(data, &limits, &mut Pool::default());
             let machine = decode_general(data, &limits).expect("decodes");
             match fast {
                 Some(value) => {
