@@ -123,7 +123,13 @@ impl Sink {
         if !self.connected {
             return;
         }
-        self.session.poll_transmit(now, &mut self.out);
+        // New commands are encoded only once the last ones are all on the socket. While
+        // Redis's socket is full they would only pile up here behind the bytes already
+        // written, which stay until the buffer empties: at full rate it grew by tens of MB
+        // into fresh pages, and each command's round trip was timed from before it was sent.
+        if self.written == self.out.len() {
+            self.session.poll_transmit(now, &mut self.out);
+        }
         if let Err(err) = self.write_out() {
             self.fail(registry, err, now);
         }
