@@ -127,10 +127,12 @@ impl Sink {
         // Redis's socket is full they would only pile up here behind the bytes already
         // written, which stay until the buffer empties: at full rate it grew by tens of MB
         // into fresh pages, and each command's round trip was timed from before it was sent.
-        if self.written == self.out.len() {
+        let mut result = self.write_out();
+        if result.is_ok() && self.written == self.out.len() {
             self.session.poll_transmit(now, &mut self.out);
+            result = self.write_out();
         }
-        if let Err(err) = self.write_out() {
+        if let Err(err) = result {
             self.fail(registry, err, now);
         }
     }
