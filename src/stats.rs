@@ -129,8 +129,8 @@ impl Stats {
     /// Adds `n` to a counter.
     ///
     /// Only the worker that owns the counters writes them, so a plain read and write is
-    /// enough: `fetch_add` is a locked instruction, and the two of them per frame took 4% of
-    /// the proxy's CPU at full rate. Readers still see whole values.
+    /// enough: `fetch_add` is a locked instruction, and the two of them per frame took 1.3 to
+    /// 3.5% of the proxy's CPU at full rate. Readers still see whole values.
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);

@@ -117,16 +117,11 @@ impl JsonDecoder {
         input: &[u8],
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Option<R> {
-        let taken = self.pool.taken();
+        let mark = self.pool.mark();
         let value = Value::Dict(flat::decode(input, &mut self.pool)?);
-        // As for pickles: the fast path borrows every string, so a record that took no vector
-        // but its own dict owns nothing inside.
-        if self.pool.taken().wrapping_sub(taken) == 1 {
-            let out = f(&value);
-            self.pool.recycle_flat(value);
-            return Some(out);
-        }
-        Some(self.hand_over(value, f))
+        let out = f(&value);
+        self.pool.recycle_fast(value, mark);
+        Some(out)
     }
 
     /// [`Self::decode_with`] without the fast path: simd-json, which unescapes strings in

@@ -23,7 +23,7 @@ const POOLED_CAPACITY_MAX: usize = 1024;
 pub(crate) struct Pool {
     lists: Vec<Vec<Value<'static>>>,
     dicts: Vec<Vec<(Value<'static>, Value<'static>)>>,
-    /// Vectors handed out so far (wrapping), for [`Self::taken`].
+    /// Vectors handed out so far (wrapping), for [`Self::mark`].
     taken: usize,
 }
 
@@ -40,22 +40,22 @@ impl Pool {
         self.dicts.pop().map(retype).unwrap_or_default()
     }
 
-    /// How many vectors were handed out so far (wrapping). A fast path that took exactly one
-    /// for its value, a dict, and made nothing else that owns memory, may give the value
-    /// back with [`Self::recycle_flat`].
-    pub(crate) fn taken(&self) -> usize {
+    /// A mark to give [`Self::recycle_fast`]: how many vectors were handed out so far.
+    pub(crate) fn mark(&self) -> usize {
         self.taken
     }
 
-    /// [`Self::recycle`] for a dict whose entries own nothing: its vector is kept without a
-    /// look at each entry, which cost as much as a record's other bookkeeping together.
-    pub(crate) fn recycle_flat(&mut self, value: Value<'_>) {
+    /// Gives back a value a fast path built after `mark`. The fast paths borrow every string
+    /// and number they read, so their value owns nothing but vectors from here; when its dict
+    /// was the only one taken, the vector is kept without a look at each entry, which cost as
+    /// much as a record's other bookkeeping together. Anything else goes to [`Self::recycle`].
+    pub(crate) fn recycle_fast(&mut self, value: Value<'_>, mark: usize) {
         match value {
-            Value::Dict(mut pairs) => {
+            Value::Dict(mut pairs) if self.taken.wrapping_sub(mark) == 1 => {
                 debug_assert!(pairs
                     .iter()
                     .all(|(k, v)| owns_nothing(k) && owns_nothing(v)));
-                // Safety: the length only shrinks. The entries own nothing (the caller's
+                // Safety: the length only shrinks. The entries own nothing (the fast paths'
                 // word, checked in debug builds), so forgetting them leaks nothing.
                 unsafe { pairs.set_len(0) };
                 self.keep_dict(pairs);

@@ -181,22 +181,14 @@ impl Decoder {
         let mut values = retype(mem::take(&mut self.scratch.values));
         let mut memo = retype(mem::take(&mut self.scratch.memo));
         let marks = &mut self.scratch.marks;
-        let taken = self.pool.taken();
+        let mark = self.pool.mark();
         let flat = flat::decode(input, limits, &mut values, marks, &mut memo, &mut self.pool);
         marks.clear();
         if let Some(value) = flat {
             self.scratch.values = Scratch::keep(values);
             self.scratch.memo = Scratch::keep(memo);
-            // The fast path borrows every string and number it reads, so its record owns
-            // nothing but vectors from the pool; when the dict was the only one, there is
-            // nothing inside to give back.
-            let only_the_dict = self.pool.taken().wrapping_sub(taken) == 1;
             let out = f(&value);
-            if only_the_dict {
-                self.pool.recycle_flat(value);
-            } else {
-                self.pool.recycle(value);
-            }
+            self.pool.recycle_fast(value, mark);
             return Ok(out);
         }
         let scratch = Scratch {

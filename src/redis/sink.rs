@@ -125,8 +125,8 @@ impl Sink {
         }
         // New commands are encoded only once the last ones are all on the socket. While
         // Redis's socket is full they would only pile up here behind the bytes already
-        // written, which stay until the buffer empties: at full rate it grew by tens of MB
-        // into fresh pages, and each command's round trip was timed from before it was sent.
+        // written, which stay until the buffer empties (it kept growing into fresh pages), and
+        // each command's round trip would be timed from before it was sent.
         let mut result = self.write_out();
         if result.is_ok() && self.written == self.out.len() {
             self.session.poll_transmit(now, &mut self.out);
