@@ -305,13 +305,13 @@ impl EventFormat {
         let fixed = |slot: usize, out: &mut Vec<u8>| -> Result<bool, EventError> {
             out.push(if slot == 0 { b'{' } else { b',' });
             write_key(FIXED_V1[slot], out);
-            match parts.overrides[slot] {
+            match parts.fixed(slot) {
                 Some(v) => write_value(v, out, 1).map(|()| true),
                 None => Ok(false),
             }
         };
         if !fixed(0, out)? {
-            write_created(parts.created, out)?;
+            write_created(parts.get(Standard::Created), out)?;
         }
         if !fixed(1, out)? {
             out.push(b'1');
@@ -323,19 +323,19 @@ impl EventFormat {
             out.extend_from_slice(&self.host);
         }
         if !fixed(4, out)? {
-            write_opt(parts.pathname, out)?;
+            write_opt(parts.get(Standard::Pathname), out)?;
         }
         out.push(b',');
         write_key(TAGS, out);
-        self.write_tags(parts.tags, out);
+        self.write_tags(parts.get(Standard::Tags), out);
         if !fixed(5, out)? {
             out.extend_from_slice(&self.message_type);
         }
         if !fixed(6, out)? {
-            write_opt(parts.levelname, out)?;
+            write_opt(parts.get(Standard::Levelname), out)?;
         }
         if !fixed(7, out)? {
-            write_opt(parts.name, out)?;
+            write_opt(parts.get(Standard::Name), out)?;
         }
         let mut first = false;
         write_members(
@@ -358,14 +358,14 @@ impl EventFormat {
     ) -> Result<(), EventError> {
         out.push(b'{');
         write_key(TIMESTAMP, out);
-        write_created(parts.created, out)?;
+        write_created(parts.get(Standard::Created), out)?;
         out.push(b',');
         write_key(V0_MESSAGE, out);
         write_message(parts.message(), out);
         out.push(b',');
         write_key(V0_SOURCE, out);
         out.extend_from_slice(&self.source_prefix);
-        match parts.pathname {
+        match parts.get(Standard::Pathname) {
             Some(Value::Str(path)) => escape_into(path.as_bytes(), out),
             Some(other) => escape_into(stringify(other).as_bytes(), out),
             None => {}
@@ -376,19 +376,22 @@ impl EventFormat {
         out.extend_from_slice(&self.host);
         out.push(b',');
         write_key(V0_SOURCE_PATH, out);
-        write_opt(parts.pathname, out)?;
+        write_opt(parts.get(Standard::Pathname), out)?;
         out.push(b',');
         write_key(V0_TAGS, out);
-        self.write_tags(parts.tags, out);
+        self.write_tags(parts.get(Standard::Tags), out);
         out.push(b',');
         write_key(V0_TYPE, out);
         out.extend_from_slice(&self.message_type);
         out.push(b',');
         write_key(V0_FIELDS, out);
-        for (slot, field) in [parts.levelname, parts.name].into_iter().enumerate() {
+        for (slot, field) in [parts.get(Standard::Levelname), parts.get(Standard::Name)]
+            .into_iter()
+            .enumerate()
+        {
             out.push(if slot == 0 { b'{' } else { b',' });
             write_key(FIXED_V0[slot], out);
-            match parts.overrides[slot] {
+            match parts.fixed(slot) {
                 Some(v) => write_value(v, out, 2)?,
                 None => write_opt(field, out)?,
             }
@@ -502,7 +505,28 @@ enum Class {
     Extra,
 }
 
+/// First slot of the fixed fields an extra may replace ([`Class::slot`]).
+const FIXED_SLOT: usize = Standard::Unused as usize + 1;
+/// The slot of extras.
+const EXTRA_SLOT: usize = FIXED_SLOT + FIXED_V1.len();
+/// Slots in [`Parts`].
+const SLOTS: usize = EXTRA_SLOT + 1;
+
+impl Class {
+    /// Where [`Parts`] keeps the value of a key of this class: the standard attributes in
+    /// [`Standard`]'s order (`Unused` included, a slot nothing reads), the fixed fields, then
+    /// one slot for every extra (nothing reads it either).
+    const fn slot(self) -> usize {
+        match self {
+            Class::Standard(standard) => standard as usize,
+            Class::Fixed(i) => FIXED_SLOT + i,
+            Class::Extra => EXTRA_SLOT,
+        }
+    }
+}
+
 /// The `LogRecord` attributes the event uses; the rest of the standard set is dropped.
+/// `Unused` stays last: the others number the first [`Class::slot`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standard {
     Created,
@@ -519,24 +543,20 @@ enum Standard {
     Unused,
 }
 
-fn classify(key: &str, version: LogstashVersion) -> Class {
+/// The [`Class::slot`] of `key` in `version`'s events.
+#[inline]
+fn classify(key: &str, version: LogstashVersion) -> usize {
     let Some(fingerprint) = fingerprint(key.as_bytes()) else {
         // No standard or fixed name is longer than 16 bytes.
-        return Class::Extra;
+        return EXTRA_SLOT;
     };
     let bucket = &NAMES[key.len()];
-    for &(name, kind) in &bucket.entries[..bucket.len] {
-        if name != fingerprint {
-            continue;
+    for &(name, slots) in &bucket.entries[..bucket.len] {
+        if name == fingerprint {
+            return usize::from(slots[version as usize]);
         }
-        return match (kind, version) {
-            (Name::Standard(standard), _) => Class::Standard(standard),
-            (Name::Fixed { v1: Some(slot), .. }, LogstashVersion::V1)
-            | (Name::Fixed { v0: Some(slot), .. }, LogstashVersion::V0) => Class::Fixed(slot),
-            (Name::Fixed { .. }, _) => Class::Extra,
-        };
     }
-    Class::Extra
+    EXTRA_SLOT
 }
 
 /// What a name that is not an extra is.
@@ -628,14 +648,25 @@ const BUCKET_MAX: usize = 8;
 /// The names of one length, by fingerprint.
 #[derive(Clone, Copy)]
 struct Bucket {
-    entries: [(u128, Name); BUCKET_MAX],
+    /// Each name's fingerprint and its slots, indexed by `LogstashVersion as usize`.
+    entries: [(u128, [u8; 2]); BUCKET_MAX],
     len: usize,
+}
+
+/// The class of a name in [`NAME_LIST`].
+const fn name_class(kind: Name, version: LogstashVersion) -> Class {
+    match (kind, version) {
+        (Name::Standard(standard), _) => Class::Standard(standard),
+        (Name::Fixed { v1: Some(slot), .. }, LogstashVersion::V1)
+        | (Name::Fixed { v0: Some(slot), .. }, LogstashVersion::V0) => Class::Fixed(slot),
+        (Name::Fixed { .. }, _) => Class::Extra,
+    }
 }
 
 /// [`NAME_LIST`] by length (0 to 16), built at compile time.
 static NAMES: [Bucket; 17] = {
     let empty = Bucket {
-        entries: [(0, Name::Fixed { v1: None, v0: None }); BUCKET_MAX],
+        entries: [(0, [0; 2]); BUCKET_MAX],
         len: 0,
     };
     let mut buckets = [empty; 17];
@@ -643,7 +674,11 @@ static NAMES: [Bucket; 17] = {
     while i < NAME_LIST.len() {
         let (name, kind) = NAME_LIST[i];
         let bucket = &mut buckets[name.len()];
-        bucket.entries[bucket.len] = (fingerprint_const(name.as_bytes()), kind);
+        let slots = [
+            name_class(kind, LogstashVersion::V0).slot() as u8,
+            name_class(kind, LogstashVersion::V1).slot() as u8,
+        ];
+        bucket.entries[bucket.len] = (fingerprint_const(name.as_bytes()), slots);
         bucket.len += 1;
         i += 1;
     }
@@ -702,19 +737,8 @@ const fn fingerprint_const(key: &[u8]) -> u128 {
 /// The record attributes an event needs, found in one pass.
 #[derive(Default)]
 struct Parts<'r, 'a> {
-    created: Option<&'r Value<'a>>,
-    msg: Option<&'r Value<'a>>,
-    message: Option<&'r Value<'a>>,
-    pathname: Option<&'r Value<'a>>,
-    tags: Option<&'r Value<'a>>,
-    levelname: Option<&'r Value<'a>>,
-    name: Option<&'r Value<'a>>,
-    exc_text: Option<&'r Value<'a>>,
-    filename: Option<&'r Value<'a>>,
-    lineno: Option<&'r Value<'a>>,
-    stack_info: Option<&'r Value<'a>>,
-    /// Extras that replace fixed fields, by `FIXED_V*` index (the last one wins).
-    overrides: [Option<&'r Value<'a>>; FIXED_V1.len()],
+    /// The last value of each kind of key, by [`Class::slot`].
+    slots: [Option<&'r Value<'a>>; SLOTS],
     /// How many entries are extras, duplicates included.
     extras: usize,
     /// Bit `i` set when `items[i]` is an extra, for the first [`MASKED`] entries (the writer
@@ -729,50 +753,51 @@ impl<'r, 'a> Parts<'r, 'a> {
     fn collect(items: &'r [(Value<'a>, Value<'a>)], version: LogstashVersion) -> Self {
         let mut parts = Parts::default();
         for (i, (k, v)) in items.iter().enumerate() {
-            let class = match k {
+            let slot = match k {
                 Value::Str(key) => classify(key, version),
                 other => classify(&key_text(other), version),
             };
-            // Later duplicates overwrite earlier ones, as in a Python dict.
-            let slot = match class {
-                Class::Standard(Standard::Created) => &mut parts.created,
-                Class::Standard(Standard::Msg) => &mut parts.msg,
-                Class::Standard(Standard::Message) => &mut parts.message,
-                Class::Standard(Standard::Pathname) => &mut parts.pathname,
-                Class::Standard(Standard::Tags) => &mut parts.tags,
-                Class::Standard(Standard::Levelname) => &mut parts.levelname,
-                Class::Standard(Standard::Name) => &mut parts.name,
-                Class::Standard(Standard::ExcText) => &mut parts.exc_text,
-                Class::Standard(Standard::Filename) => &mut parts.filename,
-                Class::Standard(Standard::Lineno) => &mut parts.lineno,
-                Class::Standard(Standard::StackInfo) => &mut parts.stack_info,
-                Class::Standard(Standard::Unused) => continue,
-                Class::Fixed(i) => &mut parts.overrides[i],
-                Class::Extra => {
-                    parts.extras += 1;
-                    if i < MASKED {
-                        parts.extra_mask |= 1 << i;
-                    }
-                    continue;
+            // Later duplicates overwrite earlier ones, as in a Python dict. Unused and extra
+            // entries have slots too, which nothing reads: a store by index, where a `match`
+            // on the kind of key was an indirect jump that mispredicted.
+            parts.slots[slot] = Some(v);
+            if slot == EXTRA_SLOT {
+                parts.extras += 1;
+                if i < MASKED {
+                    parts.extra_mask |= 1 << i;
                 }
-            };
-            *slot = Some(v);
+            }
         }
         parts
+    }
+
+    /// The last value of a standard attribute.
+    #[inline(always)]
+    fn get(&self, standard: Standard) -> Option<&'r Value<'a>> {
+        self.slots[standard as usize]
+    }
+
+    /// The extra that replaces fixed field `i` (of `FIXED_V*`).
+    #[inline(always)]
+    fn fixed(&self, i: usize) -> Option<&'r Value<'a>> {
+        self.slots[FIXED_SLOT + i]
     }
 
     /// [`EventFormat::is_record`] from the attributes found: string `name` and `levelname`,
     /// `msg` or `message`, numeric `created`.
     fn is_record(&self) -> bool {
-        matches!(self.name, Some(Value::Str(_)))
-            && matches!(self.levelname, Some(Value::Str(_)))
+        matches!(self.get(Standard::Name), Some(Value::Str(_)))
+            && matches!(self.get(Standard::Levelname), Some(Value::Str(_)))
             && self.message().is_some()
-            && matches!(self.created, Some(Value::Int(_) | Value::Float(_)))
+            && matches!(
+                self.get(Standard::Created),
+                Some(Value::Int(_) | Value::Float(_))
+            )
     }
 
     /// `msg` (already formatted by the sender), else `message`.
     fn message(&self) -> Option<&'r Value<'a>> {
-        self.msg.or(self.message)
+        self.get(Standard::Msg).or(self.get(Standard::Message))
     }
 
     /// Whether `items[i]`, with key `key`, is an extra.
@@ -788,29 +813,29 @@ impl<'r, 'a> Parts<'r, 'a> {
 /// Whether a record entry with key `key` is an extra (past the entries [`Parts`] remembers).
 #[inline(never)]
 fn is_extra_key(key: &Value<'_>, version: LogstashVersion) -> bool {
-    let class = match key {
+    let slot = match key {
         Value::Str(key) => classify(key, version),
         other => classify(&key_text(other), version),
     };
-    class == Class::Extra
+    slot == EXTRA_SLOT
 }
 
 /// Writes the exception and stack fields that follow the extras, when the record has them.
 fn write_debug_fields(parts: &Parts<'_, '_>, out: &mut Vec<u8>) -> Result<(), EventError> {
-    if let Some(Value::Str(exc_text)) = parts.exc_text {
+    if let Some(Value::Str(exc_text)) = parts.get(Standard::ExcText) {
         if !exc_text.is_empty() {
             out.push(b',');
             write_key(EXC_INFO, out);
             write_str(exc_text, out);
             out.push(b',');
             write_key(FILENAME, out);
-            write_opt(parts.filename, out)?;
+            write_opt(parts.get(Standard::Filename), out)?;
             out.push(b',');
             write_key(LINENO, out);
-            write_opt(parts.lineno, out)?;
+            write_opt(parts.get(Standard::Lineno), out)?;
         }
     }
-    if let Some(Value::Str(stack_info)) = parts.stack_info {
+    if let Some(Value::Str(stack_info)) = parts.get(Standard::StackInfo) {
         if !stack_info.is_empty() {
             out.push(b',');
             write_key(STACK_INFO, out);
@@ -1927,7 +1952,7 @@ mod tests {
             for version in [LogstashVersion::V1, LogstashVersion::V0] {
                 assert_eq!(
                     classify(key, version),
-                    classify_reference(key, version),
+                    classify_reference(key, version).slot(),
                     "{key:?} {version:?}"
                 );
             }
