@@ -233,6 +233,7 @@ pub fn resp_reply(data: &[u8]) {
     let target = RedisTarget {
         host: "localhost".into(),
         port: 6379,
+        socket: None,
         user: auth.then(|| "app".into()),
         password: auth.then(|| "pw".into()),
         db: if flags & 2 != 0 { 3 } else { 0 },

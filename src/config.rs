@@ -3,6 +3,7 @@
 //! Flags of the original pystash CLI keep their names, meanings and defaults, so an existing
 //! deployment can swap binaries.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,7 +46,12 @@ pub struct Args {
     /// Name of the Redis list.
     #[arg(long, value_name = "NAME", default_value = "logstash")]
     pub redis_queue: String,
-    /// `redis://[user:password@]host[:port][/db]`; overrides --redis-host and --redis-port.
+    /// Connect to Redis through this unix socket (Redis's `unixsocket`) instead of
+    /// --redis-host and --redis-port: cheaper than TCP when Redis runs on the same host.
+    #[arg(long, value_name = "PATH")]
+    pub redis_socket: Option<PathBuf>,
+    /// `redis://[user:password@]host[:port][/db]`, or `unix://[user:password@]/path[?db=N]`
+    /// for a unix socket; overrides --redis-host, --redis-port and --redis-socket.
     /// Prefer PYSTASH_REDIS_URL or --redis-url-file for passwords: the command line is public.
     #[arg(
         long,
@@ -180,6 +186,8 @@ pub struct RedisTarget {
     pub host: String,
     /// TCP port.
     pub port: u16,
+    /// A unix socket to connect to instead of `host` and `port`.
+    pub socket: Option<PathBuf>,
     /// `AUTH` user, if any (Redis 6 ACL).
     pub user: Option<String>,
     /// `AUTH` password, if any.
@@ -235,6 +243,17 @@ pub struct Config {
     pub io_engine: IoEngine,
     /// `--udp-recv-buffer`.
     pub udp_recv_buffer: usize,
+}
+
+impl fmt::Display for RedisTarget {
+    /// Where Redis is, for logs: `host:port` or the socket's path; never the credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.socket {
+            Some(path) => write!(f, "{}", path.display()),
+            None if self.host.contains(':') => write!(f, "[{}]:{}", self.host, self.port),
+            None => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
 }
 
 /// A flag with a value that cannot work.
@@ -295,6 +314,7 @@ impl Config {
             None => RedisTarget {
                 host: args.redis_host.clone(),
                 port: args.redis_port,
+                socket: args.redis_socket.clone(),
                 user: None,
                 password: None,
                 db: 0,
@@ -386,30 +406,25 @@ impl Config {
 /// text line by its first byte.
 const MAX_RECORD_BYTES_CAP: usize = (1 << 24) - 1;
 
-/// Parses `redis://[[user]:password@]host[:port][/db]`.
+/// Parses `redis://[[user]:password@]host[:port][/db]` or
+/// `unix://[[user]:password@]/path/to/socket[?db=N]` (the form redis-py takes).
 ///
 /// # Errors
 /// [`ConfigError::RedisUrl`] saying what is wrong.
 pub fn parse_redis_url(url: &str) -> Result<RedisTarget, ConfigError> {
     let bad = |why: &str| ConfigError::RedisUrl(why.to_owned());
+    if let Some(rest) = url.strip_prefix("unix://") {
+        return parse_unix_url(rest);
+    }
     let rest = url
         .strip_prefix("redis://")
-        .ok_or_else(|| bad("must start with redis://"))?;
+        .ok_or_else(|| bad("must start with redis:// or unix://"))?;
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (userinfo, hostport) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
-    let (user, password) = match userinfo {
-        None => (None, None),
-        Some(info) => {
-            let (user, password) = match info.split_once(':') {
-                Some((u, p)) => (percent_decode(u)?, Some(percent_decode(p)?)),
-                None => (percent_decode(info)?, None),
-            };
-            ((!user.is_empty()).then_some(user), password)
-        }
-    };
+    let (user, password) = credentials(userinfo)?;
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
         let (host, after) = v6
             .split_once(']')
@@ -432,9 +447,59 @@ pub fn parse_redis_url(url: &str) -> Result<RedisTarget, ConfigError> {
     Ok(RedisTarget {
         host: if host.is_empty() { "localhost" } else { host }.to_owned(),
         port,
+        socket: None,
         user,
         password,
         db,
+    })
+}
+
+/// The part of a `unix://` URL after the scheme: `[[user]:password@]/path[?db=N]`.
+fn parse_unix_url(rest: &str) -> Result<RedisTarget, ConfigError> {
+    let bad = |why: &str| ConfigError::RedisUrl(why.to_owned());
+    // The path starts at the first `/`; credentials, if any, end with the `@` before it.
+    let start = rest
+        .find('/')
+        .ok_or_else(|| bad("unix:// needs an absolute socket path"))?;
+    let userinfo = match &rest[..start] {
+        "" => None,
+        info => Some(
+            info.strip_suffix('@')
+                .ok_or_else(|| bad("unix:// credentials must end with @"))?,
+        ),
+    };
+    let (user, password) = credentials(userinfo)?;
+    let (path, query) = rest[start..]
+        .split_once('?')
+        .unwrap_or((&rest[start..], ""));
+    let mut db = 0;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("db", n)) => db = n.parse().map_err(|_| bad("database is not a number"))?,
+            _ => return Err(bad("unix:// takes only ?db=N")),
+        }
+    }
+    Ok(RedisTarget {
+        host: "localhost".to_owned(),
+        port: 6379,
+        socket: Some(PathBuf::from(percent_decode(path)?)),
+        user,
+        password,
+        db,
+    })
+}
+
+/// The user and password of a URL's `[user][:password]` part.
+fn credentials(userinfo: Option<&str>) -> Result<(Option<String>, Option<String>), ConfigError> {
+    Ok(match userinfo {
+        None => (None, None),
+        Some(info) => {
+            let (user, password) = match info.split_once(':') {
+                Some((u, p)) => (percent_decode(u)?, Some(percent_decode(p)?)),
+                None => (percent_decode(info)?, None),
+            };
+            ((!user.is_empty()).then_some(user), password)
+        }
     })
 }
 
@@ -467,6 +532,7 @@ mod tests {
         RedisTarget {
             host: host.into(),
             port,
+            socket: None,
             user: user.map(Into::into),
             password: pw.map(Into::into),
             db,
@@ -498,6 +564,49 @@ mod tests {
         for bad in ["http://h", "redis://h:x", "redis://h/db", "redis://:%zz@h"] {
             assert!(parse_redis_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn unix_socket_urls() {
+        let unix = |path: &str, user: Option<&str>, pw: Option<&str>, db: u32| RedisTarget {
+            socket: Some(PathBuf::from(path)),
+            ..target("localhost", 6379, user, pw, db)
+        };
+        let cases = [
+            (
+                "unix:///run/redis/redis.sock",
+                unix("/run/redis/redis.sock", None, None, 0),
+            ),
+            (
+                "unix:///tmp/r.sock?db=3",
+                unix("/tmp/r.sock", None, None, 3),
+            ),
+            (
+                "unix://u:s%40cret@/tmp/r%20s.sock?db=1",
+                unix("/tmp/r s.sock", Some("u"), Some("s@cret"), 1),
+            ),
+            (
+                "unix://:pw@/tmp/r.sock",
+                unix("/tmp/r.sock", None, Some("pw"), 0),
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(parse_redis_url(url).unwrap(), want, "{url}");
+        }
+        for bad in [
+            "unix://",
+            "unix://relative.sock",
+            "unix://u:p/tmp/r.sock",
+            "unix:///tmp/r.sock?db=x",
+            "unix:///tmp/r.sock?timeout=1",
+        ] {
+            assert!(parse_redis_url(bad).is_err(), "{bad}");
+        }
+        let args = Args::parse_from(["pystash", "--redis-socket", "/tmp/r.sock"]);
+        let c = Config::from_args(args, |_| String::new()).unwrap();
+        assert_eq!(c.redis.socket, Some(PathBuf::from("/tmp/r.sock")));
+        assert_eq!(c.redis.to_string(), "/tmp/r.sock");
+        assert_eq!(target("::1", 6380, None, None, 0).to_string(), "[::1]:6380");
     }
 
     #[test]

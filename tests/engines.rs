@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::expect::{assert_none, check_records};
 use common::*;
+use redis_protocol::resp2::types::OwnedFrame;
 
 const HOST: &str = "h";
 const WAIT: Duration = Duration::from_secs(30);
@@ -415,6 +416,99 @@ fn redis_restart_loses_nothing() {
             failures.push("no reconnect counted".into());
         }
         assert_none(&format!("{engine}: Redis restart"), &failures);
+    }
+}
+
+/// Redis reached through its unix socket (`--redis-socket`): the proxy's connection is a unix
+/// one, every record arrives, and a Redis restart is survived over the socket too.
+#[test]
+fn redis_over_a_unix_socket() {
+    const RECORDS: usize = 3000;
+    for engine in engines() {
+        let dir = TempDir::new("redis-unix");
+        let path = dir.path().join("redis.sock");
+        let path = path.to_str().expect("utf-8 temp path");
+        let mut redis = RedisServer::start_with(&[
+            "--unixsocket",
+            path,
+            "--unixsocketperm",
+            "700",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ]);
+        let proxy = start(&redis, engine, &["--redis-socket", path]);
+        let mut failures = Vec::new();
+        if !proxy.stderr_text().contains(&format!("redis={path}")) {
+            failures.push(format!("the listening line does not name {path}"));
+        }
+        let client = PyClient::spawn(
+            "stdlib_client.py",
+            &[
+                "--transport",
+                "tcp",
+                "--port",
+                &proxy.tcp_port.to_string(),
+                "--scenario",
+                "seq",
+                "--count",
+                &RECORDS.to_string(),
+                "--rate",
+                "4000",
+            ],
+        );
+        // The proxy's connections, and only they, are unix ones (flag U): the harness's own
+        // come over TCP.
+        let unix_clients = poll(WAIT, || {
+            let list = match redis.client().cmd(&["CLIENT", "LIST"]) {
+                Ok(OwnedFrame::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+                _ => return None,
+            };
+            let n = list
+                .lines()
+                .filter(|l| {
+                    l.split(' ')
+                        .any(|f| f.starts_with("flags=") && f.contains('U'))
+                })
+                .count();
+            (n > 0).then_some(n)
+        });
+        if unix_clients.is_none() {
+            failures.push("no unix client connected to redis".into());
+        }
+        thread::sleep(Duration::from_millis(300));
+        redis.stop();
+        thread::sleep(Duration::from_millis(500));
+        redis.restart();
+        client.finish(Duration::from_secs(120));
+        redis.wait_for_len("logstash", RECORDS, Duration::from_secs(60));
+        let stopped = proxy.stop();
+        let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
+        for e in redis.events("logstash") {
+            if let Some(n) = e.get("seq").and_then(Json::as_i64) {
+                *seen.entry(n).or_default() += 1;
+            }
+        }
+        let missing = (0..RECORDS as i64)
+            .filter(|n| !seen.contains_key(n))
+            .count();
+        if missing > 0 {
+            failures.push(format!("{missing} of {RECORDS} records lost"));
+        }
+        expect_stats(
+            &stopped,
+            &[
+                ("received", RECORDS as u64),
+                ("dropped", 0),
+                ("rejected", 0),
+            ],
+            &mut failures,
+        );
+        if stopped.stats.get("reconnects").copied().unwrap_or(0) == 0 {
+            failures.push("no reconnect counted".into());
+        }
+        assert_none(&format!("{engine}: redis over a unix socket"), &failures);
     }
 }
 

@@ -479,14 +479,13 @@ impl Session {
         self.pipeline.set_spill(self.congested.is_some());
         match self.outage.take() {
             Some(outage) => info!(
-                host = %self.target.host,
-                port = self.target.port,
+                redis = %self.target,
                 down_for = ?now.duration_since(outage.since),
                 failures = outage.failures,
                 buffered = self.pipeline.len(),
                 "redis is reachable again; resending buffered records"
             ),
-            None => debug!(host = %self.target.host, port = self.target.port, "connected to redis"),
+            None => debug!(redis = %self.target, "connected to redis"),
         }
     }
 
@@ -496,8 +495,7 @@ impl Session {
         match &mut self.outage {
             None => {
                 warn!(
-                    host = %self.target.host,
-                    port = self.target.port,
+                    redis = %self.target,
                     buffered,
                     "redis unavailable: {why}; keeping records and retrying"
                 );
@@ -548,6 +546,7 @@ mod tests {
         let target = RedisTarget {
             host: "localhost".into(),
             port: 6379,
+            socket: None,
             user: password.map(|_| "app".into()),
             password: password.map(Into::into),
             db,

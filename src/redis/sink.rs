@@ -5,12 +5,14 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
 
 use mio::event::Event;
-use mio::net::TcpStream;
+use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
+use socket2::{SockAddr, Socket, Type};
 use tracing::debug;
 
 use super::pipeline::Pipeline;
@@ -18,12 +20,18 @@ use super::session::{Session, SinkError};
 use crate::config::RedisTarget;
 use crate::stats::Stats;
 
-/// Resolves `target`, IPv4 addresses first (a Redis bound to 127.0.0.1 only is the common case).
+/// Where `target` is: its unix socket, or its host's addresses, IPv4 first (a Redis bound to
+/// 127.0.0.1 only is the common case).
 ///
 /// # Errors
-/// [`SinkError::Resolve`] when the name does not resolve.
-pub fn resolve(target: &RedisTarget) -> Result<Vec<SocketAddr>, SinkError> {
-    let name = format!("{}:{}", target.host, target.port);
+/// [`SinkError::Resolve`] when the name does not resolve (or the path is too long for a
+/// socket address).
+pub fn resolve(target: &RedisTarget) -> Result<Vec<SockAddr>, SinkError> {
+    if let Some(path) = &target.socket {
+        let addr = SockAddr::unix(path).map_err(|e| SinkError::Resolve(target.to_string(), e))?;
+        return Ok(vec![addr]);
+    }
+    let name = target.to_string();
     let mut addrs: Vec<SocketAddr> = (target.host.as_str(), target.port)
         .to_socket_addrs()
         .map_err(|e| SinkError::Resolve(name.clone(), e))?
@@ -32,7 +40,20 @@ pub fn resolve(target: &RedisTarget) -> Result<Vec<SocketAddr>, SinkError> {
     if addrs.is_empty() {
         return Err(SinkError::Resolve(name, io::ErrorKind::NotFound.into()));
     }
-    Ok(addrs)
+    Ok(addrs.into_iter().map(SockAddr::from).collect())
+}
+
+/// A stream socket for `addr`, not connected yet: TCP with Nagle off (pushes are whole
+/// commands, written at once), or unix.
+///
+/// # Errors
+/// The OS's, when the socket cannot be made.
+pub fn stream_socket(addr: &SockAddr) -> io::Result<Socket> {
+    let socket = Socket::new(addr.domain(), Type::STREAM.cloexec(), None)?;
+    if addr.as_socket().is_some() {
+        socket.set_tcp_nodelay(true)?;
+    }
+    Ok(socket)
 }
 
 /// One worker's connection to Redis (epoll engine).
@@ -40,13 +61,14 @@ pub fn resolve(target: &RedisTarget) -> Result<Vec<SocketAddr>, SinkError> {
 pub struct Sink {
     session: Session,
     token: Token,
-    stream: Option<TcpStream>,
+    /// TCP or unix, registered by its fd.
+    stream: Option<Socket>,
     /// The connect completed and the session knows it.
     connected: bool,
     /// Encoded commands; `out[written..]` is not on the socket yet.
     out: Vec<u8>,
     written: usize,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<SockAddr>,
     next_addr: usize,
 }
 
@@ -147,12 +169,18 @@ impl Sink {
             self.addrs = resolve(self.session.target())?;
             self.next_addr = 0;
         }
-        let addr = self.addrs[self.next_addr];
+        let addr = &self.addrs[self.next_addr];
         self.next_addr += 1;
-        debug!(%addr, "connecting to redis");
-        let mut stream = TcpStream::connect(addr)?;
+        debug!(addr = ?addr.as_socket(), redis = %self.session.target(), "connecting to redis");
+        let stream = stream_socket(addr)?;
+        stream.set_nonblocking(true)?;
+        match stream.connect(addr) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+            Err(e) => return Err(e.into()),
+        }
         registry.register(
-            &mut stream,
+            &mut SourceFd(&stream.as_raw_fd()),
             self.token,
             Interest::READABLE | Interest::WRITABLE,
         )?;
@@ -172,7 +200,6 @@ impl Sink {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        stream.set_nodelay(true)?;
         self.connected = true;
         self.next_addr = 0;
         self.session.handle_connected(now);
@@ -215,8 +242,8 @@ impl Sink {
 
     /// Drops the connection; everything unacknowledged is sent again after the backoff.
     fn fail(&mut self, registry: &Registry, err: SinkError, now: Instant) {
-        if let Some(mut stream) = self.stream.take() {
-            let _ = registry.deregister(&mut stream);
+        if let Some(stream) = self.stream.take() {
+            let _ = registry.deregister(&mut SourceFd(&stream.as_raw_fd()));
         }
         self.connected = false;
         self.out.clear();

@@ -421,7 +421,7 @@ pub fn run(config: Config) -> Result<Snapshot, RunError> {
         unix = ?config.unix,
         workers = config.workers,
         engine = engine.name(),
-        redis = %format_args!("{}:{}", config.redis.host, config.redis.port),
+        redis = %config.redis,
         queue = %String::from_utf8_lossy(&config.queue),
         "pystash listening"
     );

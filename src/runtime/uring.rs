@@ -32,7 +32,7 @@ use bytes::BytesMut;
 use io_uring::types::{BufRingEntry, Fd, RecvMsgOut, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use slab::Slab;
-use socket2::{Domain, SockAddr, SockRef, Socket, Type};
+use socket2::{SockAddr, SockRef, Socket};
 use tracing::{debug, info, warn};
 
 use super::batch::{self, BatchWait};
@@ -41,7 +41,7 @@ use super::{ConnGuard, Listeners};
 use crate::config::Config;
 use crate::intake::{Intake, StreamConn};
 use crate::redis::session::{Session, SinkError};
-use crate::redis::sink::resolve;
+use crate::redis::sink::{resolve, stream_socket};
 use crate::stats::Stats;
 
 /// Submission queue entries.
@@ -433,7 +433,7 @@ struct Redis {
     /// Bumped per connection, so completions of a dropped one are recognised.
     generation: u32,
     connected: bool,
-    addrs: Vec<SocketAddr>,
+    addrs: Vec<SockAddr>,
     next_addr: usize,
     /// The address being connected to (read by the kernel when the connect is submitted).
     addr: Box<SockAddr>,
@@ -1118,13 +1118,12 @@ impl Worker {
             redis.addrs = resolve(redis.session.target())?;
             redis.next_addr = 0;
         }
-        let addr = redis.addrs[redis.next_addr];
+        let addr = redis.addrs[redis.next_addr].clone();
         redis.next_addr += 1;
-        debug!(%addr, "connecting to redis");
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), None)?;
-        socket.set_tcp_nodelay(true)?;
+        debug!(addr = ?addr.as_socket(), redis = %redis.session.target(), "connecting to redis");
+        let socket = stream_socket(&addr)?;
         redis.generation = redis.generation.wrapping_add(1);
-        *redis.addr = SockAddr::from(addr);
+        *redis.addr = addr;
         let entry = opcode::Connect::new(
             Fd(socket.as_raw_fd()),
             redis.addr.as_ptr().cast(),
