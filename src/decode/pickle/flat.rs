@@ -72,12 +72,14 @@ pub(super) fn decode<'a>(
     if limits.max_depth < 3 {
         return None;
     }
+    // The vectors are moved in, so that their lengths are fields of the machine, which the
+    // compiler can tell apart from the values written through their buffers.
     let mut lean = Lean {
         r: Reader { input, pos: 0 },
         limits,
-        stack,
-        marks,
-        memo,
+        stack: std::mem::take(stack),
+        marks: std::mem::take(marks),
+        memo: std::mem::take(memo),
         pool,
         items: 0,
     };
@@ -88,6 +90,9 @@ pub(super) fn decode<'a>(
             lean.pool.recycle(value);
         }
     }
+    *stack = lean.stack;
+    *marks = lean.marks;
+    *memo = lean.memo;
     result
 }
 
@@ -98,9 +103,9 @@ const MAX_MARKS: usize = 2;
 struct Lean<'a, 's> {
     r: Reader<'a>,
     limits: &'s Limits,
-    stack: &'s mut Vec<Value<'a>>,
-    marks: &'s mut Vec<usize>,
-    memo: &'s mut Vec<Memo<'a>>,
+    stack: Vec<Value<'a>>,
+    marks: Vec<usize>,
+    memo: Vec<Memo<'a>>,
     pool: &'s mut Pool,
     /// Values built, counted as the machine counts them: one per push.
     items: usize,
@@ -108,6 +113,14 @@ struct Lean<'a, 's> {
 
 impl<'a> Lean<'a, '_> {
     fn run(&mut self) -> Option<Value<'a>> {
+        // The read position and the count live in registers: as fields behind `self` they
+        // were loaded and stored around every value written to the stack, which the
+        // compiler could not tell apart from them.
+        let mut r = Reader {
+            input: self.r.input,
+            pos: self.r.pos,
+        };
+        let mut items = self.items;
         // The memo copy of the value on top, while that is the scalar pushed last; a PUT of
         // anything else (a container, or nothing above a MARK) takes the slow way.
         let mut last: Option<Scalar<'a>> = None;
@@ -117,12 +130,12 @@ impl<'a> Lean<'a, '_> {
         // and copying that out cost a store-forwarding stall per value.
         macro_rules! push {
             ($value:expr, $last:expr) => {{
-                self.items += 1;
-                if self.items > self.limits.max_items {
+                items += 1;
+                if items > self.limits.max_items {
                     // Over the budget as the machine counts it: its TooLarge.
                     return None;
                 }
-                let stack: &mut Vec<Value<'a>> = self.stack;
+                let stack: &mut Vec<Value<'a>> = &mut self.stack;
                 stack.reserve(1);
                 let len = stack.len();
                 // Safety: `reserve` made room at `len`, written before the length covers it.
@@ -132,8 +145,8 @@ impl<'a> Lean<'a, '_> {
                 }
                 // Protocol 1 memoizes nearly every value right away: taking that BINPUT here
                 // is a well-predicted test, where the opcode dispatch mispredicts often.
-                if let [op::BINPUT, id, ..] = self.r.input[self.r.pos..] {
-                    self.r.pos += 2;
+                if let [op::BINPUT, id, ..] = r.input[r.pos..] {
+                    r.pos += 2;
                     // `$last` is built afresh here, from registers. Read back from `last`,
                     // which lives on the stack, its bytes were stored in pieces and loaded
                     // across them, a store-forwarding stall per value: half of this loop.
@@ -176,22 +189,22 @@ impl<'a> Lean<'a, '_> {
             }};
         }
         loop {
-            let code = self.r.byte()?;
+            let code = r.byte()?;
             match code {
                 op::BINUNICODE => {
-                    let n = u32::from_le_bytes(self.r.array()?);
-                    push_str!(self.r.take(usize::try_from(n).ok()?)?)
+                    let n = u32::from_le_bytes(r.array()?);
+                    push_str!(r.take(usize::try_from(n).ok()?)?)
                 }
                 op::SHORT_BINUNICODE => {
-                    let n = self.r.byte()?;
-                    push_str!(self.r.take(n.into())?)
+                    let n = r.byte()?;
+                    push_str!(r.take(n.into())?)
                 }
                 op::BINPUT => {
-                    let id = self.r.byte()?;
+                    let id = r.byte()?;
                     self.put(id.into(), last)?;
                 }
                 op::LONG_BINPUT => {
-                    let id = u32::from_le_bytes(self.r.array()?);
+                    let id = u32::from_le_bytes(r.array()?);
                     self.put(id, last)?;
                 }
                 op::MEMOIZE => {
@@ -199,23 +212,23 @@ impl<'a> Lean<'a, '_> {
                     self.put(id, last)?;
                 }
                 op::BINGET => {
-                    let id = self.r.byte()?;
+                    let id = r.byte()?;
                     push_scalar!(self.get(id.into())?)
                 }
                 op::LONG_BINGET => {
-                    let id = u32::from_le_bytes(self.r.array()?);
+                    let id = u32::from_le_bytes(r.array()?);
                     push_scalar!(self.get(id)?)
                 }
-                op::BININT => push_int!(i32::from_le_bytes(self.r.array()?).into()),
-                op::BININT1 => push_int!(self.r.byte()?.into()),
-                op::BININT2 => push_int!(u16::from_le_bytes(self.r.array()?).into()),
-                op::BINFLOAT => push_scalar!(Scalar::Float(f64::from_be_bytes(self.r.array()?))),
+                op::BININT => push_int!(i32::from_le_bytes(r.array()?).into()),
+                op::BININT1 => push_int!(r.byte()?.into()),
+                op::BININT2 => push_int!(u16::from_le_bytes(r.array()?).into()),
+                op::BINFLOAT => push_scalar!(Scalar::Float(f64::from_be_bytes(r.array()?))),
                 op::NONE => push_scalar!(Scalar::None),
                 op::NEWTRUE => push_scalar!(Scalar::Bool(true)),
                 op::NEWFALSE => push_scalar!(Scalar::Bool(false)),
                 op::INT => {
                     // Protocol 1 writes booleans as `I01`/`I00`.
-                    let line = self.r.line()?;
+                    let line = r.line()?;
                     match line {
                         b"00" => push_scalar!(Scalar::Bool(false)),
                         b"01" => push_scalar!(Scalar::Bool(true)),
@@ -224,7 +237,7 @@ impl<'a> Lean<'a, '_> {
                 }
                 op::LONG => {
                     // Protocol 1 writes ints beyond 32 bits (thread ids) as text.
-                    let line = trim(self.r.line()?);
+                    let line = trim(r.line()?);
                     let digits = line.strip_suffix(b"L").unwrap_or(line);
                     match digits_int(digits) {
                         Some(i) => push_int!(i),
@@ -232,20 +245,20 @@ impl<'a> Lean<'a, '_> {
                     }
                 }
                 op::LONG1 => {
-                    let n = self.r.byte()?;
-                    push_scalar!(small(long_le(self.r.take(n.into())?).ok()?)?)
+                    let n = r.byte()?;
+                    push_scalar!(small(long_le(r.take(n.into())?).ok()?)?)
                 }
                 op::BINUNICODE8 => {
-                    let n = u64::from_le_bytes(self.r.array()?);
-                    push_str!(self.r.take(usize::try_from(n).ok()?)?)
+                    let n = u64::from_le_bytes(r.array()?);
+                    push_str!(r.take(usize::try_from(n).ok()?)?)
                 }
                 op::SHORT_BINBYTES => {
-                    let n = self.r.byte()?;
-                    push_bytes!(self.r.take(n.into())?)
+                    let n = r.byte()?;
+                    push_bytes!(r.take(n.into())?)
                 }
                 op::BINBYTES => {
-                    let n = u32::from_le_bytes(self.r.array()?);
-                    push_bytes!(self.r.take(usize::try_from(n).ok()?)?)
+                    let n = u32::from_le_bytes(r.array()?);
+                    push_bytes!(r.take(usize::try_from(n).ok()?)?)
                 }
                 op::EMPTY_DICT => {
                     let pairs = self.pool.dict();
@@ -295,17 +308,21 @@ impl<'a> Lean<'a, '_> {
                 }
                 op::FRAME => {
                     // Checked like the machine does, then ignored.
-                    let n = u64::from_le_bytes(self.r.array()?);
-                    if n > (self.r.input.len() - self.r.pos) as u64 {
+                    let n = u64::from_le_bytes(r.array()?);
+                    if n > (r.input.len() - r.pos) as u64 {
                         return None;
                     }
                 }
                 op::PROTO => {
-                    if self.r.byte()? > HIGHEST_PROTOCOL {
+                    if r.byte()? > HIGHEST_PROTOCOL {
                         return None;
                     }
                 }
-                op::STOP => return self.stop(),
+                op::STOP => {
+                    self.r.pos = r.pos;
+                    self.items = items;
+                    return self.stop();
+                }
                 _ => return None,
             }
         }
