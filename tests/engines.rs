@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::UdpSocket;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -94,6 +94,49 @@ fn tally(events: &[Json], prefix: &str, count: usize) -> (Vec<usize>, usize) {
         .filter(|i| !seen.contains_key(&format!("{prefix} {i}")))
         .collect();
     (missing, seen.values().map(|n| n - 1).sum())
+}
+
+/// Kills Redis while `client` (a [`spawn_seq`] of `records`) sends, restarts it half a second
+/// later, and checks that every `seq` number reached the list, that the proxy counted each
+/// record once and dropped none, and that it reconnected.
+fn restart_and_check(
+    redis: &mut RedisServer,
+    proxy: Pystash,
+    client: PyClient,
+    records: usize,
+    failures: &mut Vec<String>,
+) {
+    redis.stop();
+    thread::sleep(Duration::from_millis(500));
+    redis.restart();
+    client.finish(Duration::from_secs(120));
+    redis.wait_for_len("logstash", records, Duration::from_secs(60));
+    let stopped = proxy.stop();
+    let seen: BTreeSet<i64> = redis
+        .events("logstash")
+        .iter()
+        .filter_map(|e| e.get("seq").and_then(Json::as_i64))
+        .collect();
+    let missing: Vec<i64> = (0..records as i64).filter(|n| !seen.contains(n)).collect();
+    if !missing.is_empty() {
+        failures.push(format!(
+            "{} of {records} lost, first {:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
+        ));
+    }
+    expect_stats(
+        &stopped,
+        &[
+            ("received", records as u64),
+            ("dropped", 0),
+            ("rejected", 0),
+        ],
+        failures,
+    );
+    if stopped.stats.get("reconnects").copied().unwrap_or(0) == 0 {
+        failures.push("no reconnect counted".into());
+    }
 }
 
 /// CPython's SocketHandler (TCP and unix) and DatagramHandler: every event as the client
@@ -364,57 +407,10 @@ fn redis_restart_loses_nothing() {
         let mut redis =
             RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
         let proxy = start(&redis, engine, &["--shutdown-timeout", "30"]);
-        let client = PyClient::spawn(
-            "stdlib_client.py",
-            &[
-                "--transport",
-                "tcp",
-                "--port",
-                &proxy.tcp_port.to_string(),
-                "--scenario",
-                "seq",
-                "--count",
-                &RECORDS.to_string(),
-                "--rate",
-                "4000",
-            ],
-        );
+        let client = spawn_seq(proxy.tcp_port, RECORDS, 4000);
         thread::sleep(Duration::from_millis(400));
-        redis.stop();
-        thread::sleep(Duration::from_millis(500));
-        redis.restart();
-        client.finish(Duration::from_secs(120));
-        redis.wait_for_len("logstash", RECORDS, Duration::from_secs(60));
-        let stopped = proxy.stop();
-        let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
-        for e in redis.events("logstash") {
-            if let Some(n) = e.get("seq").and_then(Json::as_i64) {
-                *seen.entry(n).or_default() += 1;
-            }
-        }
-        let missing: Vec<i64> = (0..RECORDS as i64)
-            .filter(|n| !seen.contains_key(n))
-            .collect();
         let mut failures = Vec::new();
-        if !missing.is_empty() {
-            failures.push(format!(
-                "{} lost, first {:?}",
-                missing.len(),
-                &missing[..missing.len().min(20)]
-            ));
-        }
-        expect_stats(
-            &stopped,
-            &[
-                ("received", RECORDS as u64),
-                ("dropped", 0),
-                ("rejected", 0),
-            ],
-            &mut failures,
-        );
-        if stopped.stats.get("reconnects").copied().unwrap_or(0) == 0 {
-            failures.push("no reconnect counted".into());
-        }
+        restart_and_check(&mut redis, proxy, client, RECORDS, &mut failures);
         assert_none(&format!("{engine}: Redis restart"), &failures);
     }
 }
@@ -443,21 +439,7 @@ fn redis_over_a_unix_socket() {
         if !proxy.stderr_text().contains(&format!("redis={path}")) {
             failures.push(format!("the listening line does not name {path}"));
         }
-        let client = PyClient::spawn(
-            "stdlib_client.py",
-            &[
-                "--transport",
-                "tcp",
-                "--port",
-                &proxy.tcp_port.to_string(),
-                "--scenario",
-                "seq",
-                "--count",
-                &RECORDS.to_string(),
-                "--rate",
-                "4000",
-            ],
-        );
+        let client = spawn_seq(proxy.tcp_port, RECORDS, 4000);
         // The proxy's connections, and only they, are unix ones (flag U): the harness's own
         // come over TCP.
         let unix_clients = poll(WAIT, || {
@@ -478,36 +460,7 @@ fn redis_over_a_unix_socket() {
             failures.push("no unix client connected to redis".into());
         }
         thread::sleep(Duration::from_millis(300));
-        redis.stop();
-        thread::sleep(Duration::from_millis(500));
-        redis.restart();
-        client.finish(Duration::from_secs(120));
-        redis.wait_for_len("logstash", RECORDS, Duration::from_secs(60));
-        let stopped = proxy.stop();
-        let mut seen: BTreeMap<i64, usize> = BTreeMap::new();
-        for e in redis.events("logstash") {
-            if let Some(n) = e.get("seq").and_then(Json::as_i64) {
-                *seen.entry(n).or_default() += 1;
-            }
-        }
-        let missing = (0..RECORDS as i64)
-            .filter(|n| !seen.contains_key(n))
-            .count();
-        if missing > 0 {
-            failures.push(format!("{missing} of {RECORDS} records lost"));
-        }
-        expect_stats(
-            &stopped,
-            &[
-                ("received", RECORDS as u64),
-                ("dropped", 0),
-                ("rejected", 0),
-            ],
-            &mut failures,
-        );
-        if stopped.stats.get("reconnects").copied().unwrap_or(0) == 0 {
-            failures.push("no reconnect counted".into());
-        }
+        restart_and_check(&mut redis, proxy, client, RECORDS, &mut failures);
         assert_none(&format!("{engine}: redis over a unix socket"), &failures);
     }
 }

@@ -23,21 +23,7 @@ const RATE: usize = 5_000;
 fn redis_killed_and_restarted_loses_nothing() {
     let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
     let proxy = Pystash::start(&redis, &["--host-name", "h", "--shutdown-timeout", "30"]);
-    let client = PyClient::spawn(
-        "stdlib_client.py",
-        &[
-            "--transport",
-            "tcp",
-            "--port",
-            &proxy.tcp_port.to_string(),
-            "--scenario",
-            "seq",
-            "--count",
-            &RECORDS.to_string(),
-            "--rate",
-            &RATE.to_string(),
-        ],
-    );
+    let client = spawn_seq(proxy.tcp_port, RECORDS, RATE);
 
     // Let records flow, kill Redis mid-stream, keep it down for a second, bring it back.
     let started = Instant::now();

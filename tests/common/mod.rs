@@ -745,6 +745,26 @@ pub fn send_simple(transport: &str, port: u16, prefix: &str, count: usize) -> Js
     )
 }
 
+/// Starts a real SocketHandler logging records numbered 0 to `count` - 1 (attribute `seq`) over
+/// TCP at `rate` records per second.
+pub fn spawn_seq(port: u16, count: usize, rate: usize) -> PyClient {
+    PyClient::spawn(
+        "stdlib_client.py",
+        &[
+            "--transport",
+            "tcp",
+            "--port",
+            &port.to_string(),
+            "--scenario",
+            "seq",
+            "--count",
+            &count.to_string(),
+            "--rate",
+            &rate.to_string(),
+        ],
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw senders for hand-made input
 
