@@ -102,8 +102,9 @@ impl JsonDecoder {
         input: &mut [u8],
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Result<R, JsonError> {
+        let mark = self.pool.mark();
         match flat::decode(input, &mut self.pool) {
-            Some(pairs) => Ok(self.hand_over(Value::Dict(pairs), f)),
+            Some(pairs) => Ok(self.hand_over_fast(pairs, mark, f)),
             None => self.decode_general_with(input, f),
         }
     }
@@ -118,10 +119,8 @@ impl JsonDecoder {
         f: impl FnOnce(&Value<'_>) -> R,
     ) -> Option<R> {
         let mark = self.pool.mark();
-        let value = Value::Dict(flat::decode(input, &mut self.pool)?);
-        let out = f(&value);
-        self.pool.recycle_fast(value, mark);
-        Some(out)
+        let pairs = flat::decode(input, &mut self.pool)?;
+        Some(self.hand_over_fast(pairs, mark, f))
     }
 
     /// [`Self::decode_with`] without the fast path: simd-json, which unescapes strings in
@@ -137,6 +136,19 @@ impl JsonDecoder {
     ) -> Result<R, JsonError> {
         let value = self.decode(input)?;
         Ok(self.hand_over(value, f))
+    }
+
+    /// [`Self::hand_over`] for the fast path's record, built after `mark`.
+    fn hand_over_fast<R>(
+        &mut self,
+        pairs: Vec<(Value<'_>, Value<'_>)>,
+        mark: usize,
+        f: impl FnOnce(&Value<'_>) -> R,
+    ) -> R {
+        let value = Value::Dict(pairs);
+        let out = f(&value);
+        self.pool.recycle_fast(value, mark);
+        out
     }
 
     /// Calls `f` with `value`, then keeps the value's vectors for the next record.

@@ -20,13 +20,43 @@ use super::session::{Session, SinkError};
 use crate::config::RedisTarget;
 use crate::stats::Stats;
 
+/// Redis's addresses, tried in turn by both engines: resolved once every one was tried, and
+/// started over from the first after a connection succeeds.
+#[derive(Debug, Default)]
+pub struct Addresses {
+    addrs: Vec<SockAddr>,
+    next: usize,
+}
+
+impl Addresses {
+    /// The address to connect to now.
+    ///
+    /// # Errors
+    /// [`SinkError::Resolve`] when `target` does not resolve.
+    pub fn next(&mut self, target: &RedisTarget) -> Result<SockAddr, SinkError> {
+        if self.next >= self.addrs.len() {
+            self.addrs = resolve(target)?;
+            self.next = 0;
+        }
+        let addr = self.addrs[self.next].clone();
+        self.next += 1;
+        debug!(addr = ?addr.as_socket(), redis = %target, "connecting to redis");
+        Ok(addr)
+    }
+
+    /// A connection succeeded: the next attempt starts from the first address.
+    pub fn connected(&mut self) {
+        self.next = 0;
+    }
+}
+
 /// Where `target` is: its unix socket, or its host's addresses, IPv4 first (a Redis bound to
 /// 127.0.0.1 only is the common case).
 ///
 /// # Errors
 /// [`SinkError::Resolve`] when the name does not resolve (or the path is too long for a
 /// socket address).
-pub fn resolve(target: &RedisTarget) -> Result<Vec<SockAddr>, SinkError> {
+fn resolve(target: &RedisTarget) -> Result<Vec<SockAddr>, SinkError> {
     if let Some(path) = &target.socket {
         let addr = SockAddr::unix(path).map_err(|e| SinkError::Resolve(target.to_string(), e))?;
         return Ok(vec![addr]);
@@ -68,8 +98,7 @@ pub struct Sink {
     /// Encoded commands; `out[written..]` is not on the socket yet.
     out: Vec<u8>,
     written: usize,
-    addrs: Vec<SockAddr>,
-    next_addr: usize,
+    addrs: Addresses,
 }
 
 impl Sink {
@@ -88,8 +117,7 @@ impl Sink {
             connected: false,
             out: Vec::new(),
             written: 0,
-            addrs: Vec::new(),
-            next_addr: 0,
+            addrs: Addresses::default(),
         }
     }
 
@@ -165,16 +193,10 @@ impl Sink {
     }
 
     fn connect(&mut self, registry: &Registry) -> Result<(), SinkError> {
-        if self.next_addr >= self.addrs.len() {
-            self.addrs = resolve(self.session.target())?;
-            self.next_addr = 0;
-        }
-        let addr = &self.addrs[self.next_addr];
-        self.next_addr += 1;
-        debug!(addr = ?addr.as_socket(), redis = %self.session.target(), "connecting to redis");
-        let stream = stream_socket(addr)?;
+        let addr = self.addrs.next(self.session.target())?;
+        let stream = stream_socket(&addr)?;
         stream.set_nonblocking(true)?;
-        match stream.connect(addr) {
+        match stream.connect(&addr) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
             Err(e) => return Err(e.into()),
@@ -201,7 +223,7 @@ impl Sink {
             Err(e) => return Err(e.into()),
         }
         self.connected = true;
-        self.next_addr = 0;
+        self.addrs.connected();
         self.session.handle_connected(now);
         Ok(())
     }

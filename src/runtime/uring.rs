@@ -41,7 +41,7 @@ use super::{ConnGuard, Listeners};
 use crate::config::Config;
 use crate::intake::{Intake, StreamConn};
 use crate::redis::session::{Session, SinkError};
-use crate::redis::sink::{resolve, stream_socket};
+use crate::redis::sink::{stream_socket, Addresses};
 use crate::stats::Stats;
 
 /// Submission queue entries.
@@ -433,8 +433,7 @@ struct Redis {
     /// Bumped per connection, so completions of a dropped one are recognised.
     generation: u32,
     connected: bool,
-    addrs: Vec<SockAddr>,
-    next_addr: usize,
+    addrs: Addresses,
     /// The address being connected to (read by the kernel when the connect is submitted).
     addr: Box<SockAddr>,
     /// Commands encoded while `sending` is on the wire.
@@ -563,8 +562,7 @@ impl Worker {
                 socket: None,
                 generation: 0,
                 connected: false,
-                addrs: Vec::new(),
-                next_addr: 0,
+                addrs: Addresses::default(),
                 addr: Box::new(SockAddr::from(SocketAddr::from(([127, 0, 0, 1], 0)))),
                 out: Vec::new(),
                 sending: Vec::new(),
@@ -1114,13 +1112,7 @@ impl Worker {
 
     fn connect_redis(&mut self) -> Result<(), SinkError> {
         let redis = &mut self.redis;
-        if redis.next_addr >= redis.addrs.len() {
-            redis.addrs = resolve(redis.session.target())?;
-            redis.next_addr = 0;
-        }
-        let addr = redis.addrs[redis.next_addr].clone();
-        redis.next_addr += 1;
-        debug!(addr = ?addr.as_socket(), redis = %redis.session.target(), "connecting to redis");
+        let addr = redis.addrs.next(redis.session.target())?;
         let socket = stream_socket(&addr)?;
         redis.generation = redis.generation.wrapping_add(1);
         *redis.addr = addr;
@@ -1145,7 +1137,7 @@ impl Worker {
             return;
         }
         self.redis.connected = true;
-        self.redis.next_addr = 0;
+        self.redis.addrs.connected();
         self.redis.session.handle_connected(now);
         self.arm_redis_recv();
         self.poll_redis(now);

@@ -75,13 +75,12 @@ pub(super) fn decode<'a>(
     // The vectors are moved in, so that their lengths are fields of the machine, which the
     // compiler can tell apart from the values written through their buffers.
     let mut lean = Lean {
-        r: Reader { input, pos: 0 },
+        input,
         limits,
         stack: std::mem::take(stack),
         marks: std::mem::take(marks),
         memo: std::mem::take(memo),
         pool,
-        items: 0,
     };
     let result = lean.run();
     if result.is_none() {
@@ -101,26 +100,25 @@ const MAX_MARKS: usize = 2;
 
 /// The lean machine: a stack of plain values, the MARKs, a memo of scalar copies.
 struct Lean<'a, 's> {
-    r: Reader<'a>,
+    input: &'a [u8],
     limits: &'s Limits,
     stack: Vec<Value<'a>>,
     marks: Vec<usize>,
     memo: Vec<Memo<'a>>,
     pool: &'s mut Pool,
-    /// Values built, counted as the machine counts them: one per push.
-    items: usize,
 }
 
 impl<'a> Lean<'a, '_> {
     fn run(&mut self) -> Option<Value<'a>> {
-        // The read position and the count live in registers: as fields behind `self` they
-        // were loaded and stored around every value written to the stack, which the
-        // compiler could not tell apart from them.
+        // The read position and the count of values built (one per push, as the machine
+        // counts) are locals, kept in registers: as fields behind `self` they were loaded and
+        // stored around every value written to the stack, which the compiler could not tell
+        // apart from them.
         let mut r = Reader {
-            input: self.r.input,
-            pos: self.r.pos,
+            input: self.input,
+            pos: 0,
         };
-        let mut items = self.items;
+        let mut items = 0;
         // The memo copy of the value on top, while that is the scalar pushed last; a PUT of
         // anything else (a container, or nothing above a MARK) takes the slow way.
         let mut last: Option<Scalar<'a>> = None;
@@ -318,18 +316,15 @@ impl<'a> Lean<'a, '_> {
                         return None;
                     }
                 }
-                op::STOP => {
-                    self.r.pos = r.pos;
-                    self.items = items;
-                    return self.stop();
-                }
+                op::STOP => return self.stop(r.pos),
                 _ => return None,
             }
         }
     }
 
-    fn stop(&mut self) -> Option<Value<'a>> {
-        if self.stack.len() != 1 || !self.marks.is_empty() || self.r.pos != self.r.input.len() {
+    /// STOP, read with the input up to `pos`.
+    fn stop(&mut self, pos: usize) -> Option<Value<'a>> {
+        if self.stack.len() != 1 || !self.marks.is_empty() || pos != self.input.len() {
             return None;
         }
         self.stack.pop()
