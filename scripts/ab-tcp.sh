@@ -5,6 +5,7 @@
 # Usage: scripts/ab-tcp.sh OLD_BIN NEW_BIN [PAIRS] [COUNT]
 #   OLD_BIN, NEW_BIN  two `pystash` binaries (e.g. target/release/pystash built at two commits)
 #   PAIRS             pairs per scenario (default 8); COUNT: records per run (default 1M)
+#   FORMATS           (environment) the formats to run, default "pickle json"
 #
 # Scenarios: TCP pickles and TCP JSON (370-byte records, 4 connections, maximum rate), each
 # engine. Every run starts a fresh proxy against one redis-server, warms up with 50k records,
@@ -19,6 +20,7 @@ old=$(realpath "$1")
 new=$(realpath "$2")
 pairs=${3:-8}
 count=${4:-1M}
+formats=${FORMATS:-pickle json}
 cargo build --release -q -p pystash-loadtest
 loadtest=target/release/pystash-loadtest
 out=$(mktemp -d)
@@ -72,7 +74,7 @@ PY
 }
 
 for i in $(seq "$pairs"); do
-  for format in pickle json; do
+  for format in $formats; do
     for engine in epoll uring; do
       for side in old new; do
         bin=${!side}
