@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What the proxy's path costs without its codecs: builds pystash as usual and with the
-# `io-floor` feature (JSON lines become a fixed event of the usual size carrying the load
+# What the proxy's path costs without its codecs: builds pystash as usual and with
+# `--cfg pystash_io_floor` (JSON lines become a fixed event of the usual size carrying the load
 # generator's stamps, with no decoding or formatting), then compares the two end to end:
 #   - TCP JSON at the maximum rate, both engines, alternating pairs (scripts/ab-tcp.sh);
 #   - UDP JSON at UDP_RATE (default 150k/s) for 5 s from 2 senders, both engines, alternating.
@@ -16,7 +16,8 @@ udp_rate=${UDP_RATE:-150k}
 cargo build --release -q -p pystash -p pystash-loadtest
 full=target/release/pystash
 floor=target/io-floor/release/pystash
-CARGO_TARGET_DIR=target/io-floor cargo build --release -q -p pystash --features io-floor
+RUSTFLAGS="${RUSTFLAGS:-} --cfg pystash_io_floor" CARGO_TARGET_DIR=target/io-floor \
+  cargo build --release -q -p pystash
 echo "old = full proxy, new = io-floor build (sockets, framing, pipeline and pushes only)"
 FORMATS=json scripts/ab-tcp.sh "$full" "$floor" "$pairs" "$count"
 

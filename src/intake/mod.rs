@@ -81,7 +81,7 @@ impl Decoder {
                         Reject::BadPickle
                     })?
             }
-            FrameKind::Line if cfg!(feature = "io-floor") => floor_event(payload, out),
+            FrameKind::Line if cfg!(pystash_io_floor) => floor_event(payload, out),
             FrameKind::Line => self.decode_line(payload, now, out),
         }
     }
@@ -124,11 +124,11 @@ impl Decoder {
     }
 }
 
-/// The event a line becomes in an `io-floor` build: what the load generator's JSON record of
-/// `--size 370..370` becomes (376 bytes), with a fixed text in place of everything but the
-/// generator's `lt_*` stamps, which are copied from the line's end. Decoding and formatting
-/// cost nothing then, so the proxy's CPU per record is what the rest of its path costs: the
-/// sockets, framing, the pipeline and the pushes (`scripts/io-floor.sh`).
+/// The event a line becomes in a build with `--cfg pystash_io_floor`: what the load
+/// generator's JSON record of `--size 370..370` becomes (376 bytes), with a fixed text in place
+/// of everything but the generator's `lt_*` stamps, which are copied from the line. Decoding
+/// and formatting cost nothing then, so the proxy's CPU per record is what the rest of its path
+/// costs: the sockets, framing, the pipeline and the pushes (`scripts/io-floor.sh`).
 fn floor_event(payload: &[u8], out: &mut Vec<u8>) -> Result<(), Reject> {
     const HEAD: &[u8] = br#"{"@timestamp":"2026-01-01T00:00:00.000000Z","@version":1,"message":""#;
     const TEXT: [u8; 196] = [b'x'; 196];
