@@ -2,15 +2,16 @@
 # Compares the proxy CPU per record of two pystash builds end to end, in alternating pairs: on a
 # shared VM whose speed drifts by 10 to 40% over minutes, only runs side by side compare.
 #
-# Usage: scripts/ab-tcp.sh OLD_BIN NEW_BIN [PAIRS] [COUNT]
+# Usage: scripts/ab-e2e.sh OLD_BIN NEW_BIN [PAIRS] [COUNT]
 #   OLD_BIN, NEW_BIN  two `pystash` binaries (e.g. target/release/pystash built at two commits)
-#   PAIRS             pairs per scenario (default 8); COUNT: records per run (default 1M)
+#   PAIRS             pairs per scenario (default 8); COUNT: TCP records per run (default 1M)
 #   FORMATS           (environment) the formats to run, default "pickle json"
+#   TRANSPORT         (environment) tcp (default) or udp; UDP_RATE: datagrams/s (default 150k)
 #
-# Scenarios: TCP pickles and TCP JSON (370-byte records, 4 connections, maximum rate), each
-# engine. Every run starts a fresh proxy against one redis-server, warms up with 50k records,
-# then sends COUNT with `pystash-loadtest`; CPU is the proxy's user+system time from
-# /proc/PID/stat around that run. Prints each run, then per scenario the medians of each build
+# Scenarios: pickles and JSON (370-byte records), each engine; over TCP at the maximum rate
+# from 4 connections, COUNT records; over UDP at UDP_RATE for 5 s from 2 senders. Every run
+# starts a fresh proxy against one redis-server, warms up (50k records), then sends with
+# `pystash-loadtest`; CPU is the proxy's user+system time from /proc/PID/stat around that run. Prints each run, then per scenario the medians of each build
 # and the median of the per-pair ratios (new / old). Everything listens on 127.0.0.1; every
 # process started here is ended by its PID.
 set -euo pipefail
@@ -21,6 +22,8 @@ new=$(realpath "$2")
 pairs=${3:-8}
 count=${4:-1M}
 formats=${FORMATS:-pickle json}
+transport=${TRANSPORT:-tcp}
+udp_rate=${UDP_RATE:-150k}
 cargo build --release -q -p pystash-loadtest
 loadtest=target/release/pystash-loadtest
 out=$(mktemp -d)
@@ -46,14 +49,22 @@ run() {
     --udp-port "$udp_port" --io-engine "$2" --stats-interval 0 >"$out/proxy.log" 2>&1 &
   local proxy_pid=$!
   echo "$proxy_pid" >"$out/proxy.pid"
-  local send=("$loadtest" --transport tcp --target "127.0.0.1:$tcp_port" --format "$3"
-    --rate max --connections 4 --size 370..370 --redis "redis://127.0.0.1:$redis_port"
-    --flush-queue --json)
+  local send=("$loadtest" --format "$3" --size 370..370 --redis "redis://127.0.0.1:$redis_port"
+    --flush-queue --json) warm measure
+  if [ "$transport" = udp ]; then
+    send+=(--transport udp --target "127.0.0.1:$udp_port" --senders 2)
+    warm=(--rate 50k --duration 1s)
+    measure=(--rate "$udp_rate" --duration 5s)
+  else
+    send+=(--transport tcp --target "127.0.0.1:$tcp_port" --rate max --connections 4)
+    warm=(--count 50k)
+    measure=(--count "$count")
+  fi
   local before=0 after=0
   rm -f "$out/run.json"
-  if wait_port "$tcp_port" "$proxy_pid" && "${send[@]}" --count 50k >/dev/null 2>&1; then
+  if wait_port "$tcp_port" "$proxy_pid" && "${send[@]}" "${warm[@]}" >/dev/null 2>&1; then
     before=$(awk '{print $14 + $15}' "/proc/$proxy_pid/stat")
-    "${send[@]}" --count "$count" >"$out/run.json" 2>"$out/run.err" || tail -1 "$out/run.err" >&2
+    "${send[@]}" "${measure[@]}" >"$out/run.json" 2>"$out/run.err" || tail -1 "$out/run.err" >&2
     after=$(awk '{print $14 + $15}' "/proc/$proxy_pid/stat")
   else
     echo "$1 did not start or take the warm-up: $(tail -1 "$out/proxy.log")" >&2
@@ -83,14 +94,15 @@ for i in $(seq "$pairs"); do
     done
   done
 done | tee "$out/runs.txt"
-python3 - "$out/runs.txt" <<'PY'
+if [ "$transport" = udp ]; then label="UDP, $udp_rate/s"; else label="TCP, max rate"; fi
+python3 - "$out/runs.txt" "$label" <<'PY'
 import collections, statistics, sys
 runs = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
     side, i, fmt, engine, rate, cpu, lost = line.split()
     if int(lost) >= 0:
         runs[(fmt, engine)][(side, int(i))] = (float(rate), float(cpu), int(lost))
-print("\n| TCP, max rate | old µs/record | new µs/record | new ÷ old (median of pairs) | old rec/s | new rec/s | lost |")
+print("\n| %s | old µs/record | new µs/record | new ÷ old (median of pairs) | old rec/s | new rec/s | lost |" % sys.argv[2])
 print("|---|---:|---:|---:|---:|---:|---:|")
 for (fmt, engine), v in sorted(runs.items()):
     n = sorted(i for s, i in v if s == "old" and ("new", i) in v)
