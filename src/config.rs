@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME", default_value = "logstash")]
     pub redis_queue: String,
     /// Connect to Redis through this unix socket (Redis's `unixsocket`) instead of
-    /// --redis-host and --redis-port: cheaper than TCP when Redis runs on the same host.
+    /// --redis-host and --redis-port, for a Redis that listens only there.
     #[arg(long, value_name = "PATH")]
     pub redis_socket: Option<PathBuf>,
     /// `redis://[user:password@]host[:port][/db]`, or `unix://[user:password@]/path[?db=N]`
